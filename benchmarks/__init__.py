@@ -1,0 +1,1 @@
+"""Benchmarks stage: complexity, latency and quality reports (``lightbsr.benchmarks``)."""

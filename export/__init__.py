@@ -1,0 +1,1 @@
+"""Export stage: ONNX export, precision conversion, TensorRT engines (``lightbsr.export``)."""

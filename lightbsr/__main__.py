@@ -1,0 +1,5 @@
+import sys
+
+from lightbsr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""One exception type per failure kind.
+
+Every error the toolkit raises on purpose derives from :class:`LightBSRError`;
+the CLI turns these into one line on stderr and exit status 2. Anything else
+is a bug and is allowed to show its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LightBSRError(Exception):
+    """Base class of all expected, user-facing failures."""
+
+
+class InputImageError(LightBSRError):
+    """An input image is missing, unreadable, empty, or of an unsupported kind."""
+
+
+class CheckpointError(LightBSRError):
+    """A checkpoint is missing, corrupt, of the wrong architecture, or has bad keys."""
+
+
+class ModelFileError(LightBSRError):
+    """A model file (ONNX, engine, ...) is missing, corrupt, or of the wrong kind."""
+
+
+class ConfigError(LightBSRError):
+    """An unknown architecture, scale, setting or an inconsistent option."""
+
+
+class BackendUnavailableError(LightBSRError):
+    """A backend (ONNX Runtime, TensorRT, CUDA, ...) is not installed or usable here."""
+
+
+class EngineMismatchError(LightBSRError):
+    """A TensorRT engine was built for another GPU, TensorRT version or model."""
+
+
+class DatasetError(LightBSRError):
+    """A dataset folder is missing or holds no usable images."""

@@ -1,0 +1,1 @@
+"""Runtime stage: backends and tiled inference (``lightbsr.runtime``); imports without torch."""

@@ -1,0 +1,1 @@
+"""Training stage: LightBSR/KDSR teachers and distilled students (``lightbsr.training``)."""
