@@ -1,0 +1,153 @@
+"""lightbsr checkpoints: safetensors weights with the model config inside, never pickle.
+
+A checkpoint is one ``.safetensors`` file whose header metadata holds
+``lightbsr.config`` (JSON: arch, family, role, scale, setting) and
+``lightbsr.version``; optional extra metadata (training iterations, source
+checkpoint hash, ...) rides along as strings. Authors'-layout checkpoints
+(``.pt``/``.pth`` read with ``torch.load(weights_only=True)``, or
+``.safetensors``) are turned into ours by :func:`convert_reference_file`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from lightbsr._version import __version__
+from lightbsr.errors import CheckpointError, ConfigError
+from lightbsr.files import atomic_output, sha256_file
+from lightbsr.models import (
+    ModelConfig,
+    build_model,
+    detect_reference_arch,
+    load_reference_checkpoint,
+)
+from lightbsr.models.convert import load_strict, unwrap_state_dict
+
+CONFIG_KEY = "lightbsr.config"
+VERSION_KEY = "lightbsr.version"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module | Mapping[str, torch.Tensor],
+    config: ModelConfig,
+    *,
+    dtype: torch.dtype | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s weights (optionally cast to ``dtype``, floating tensors only) atomically."""
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in state.items()
+    }
+    header = {**(metadata or {}), CONFIG_KEY: json.dumps(config.to_dict()), VERSION_KEY: __version__}
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The safetensors header metadata of ``path`` (empty if none)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)})") from err
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], ModelConfig, dict[str, str]]:
+    """Read a lightbsr checkpoint: (state dict, config, metadata)."""
+    path = Path(path)
+    _require_file(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: a {path.suffix} file is not a lightbsr checkpoint; convert it with `lightbsr convert`"
+        )
+    metadata = read_metadata(path)
+    if CONFIG_KEY not in metadata:
+        raise CheckpointError(
+            f"{path}: safetensors file without a lightbsr config "
+            "(an authors'-layout checkpoint? run `lightbsr convert`)"
+        )
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    except (json.JSONDecodeError, ConfigError) as err:
+        raise CheckpointError(f"{path}: bad lightbsr config in header: {_first_line(err)}") from err
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({_first_line(err)})") from err
+    return state, config, metadata
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
+    """Rebuild the model a lightbsr checkpoint describes, in float32 and eval mode."""
+    state, config, _ = read_checkpoint(path)
+    model = build_model(config)
+    try:
+        load_strict(model, state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    return model.to(device).eval(), config
+
+
+def read_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file, or of a ``.pt``/``.pth`` file via ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    _require_file(path)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)})") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or unsafe pickles
+        raise CheckpointError(f"{path}: cannot read as a weights-only PyTorch checkpoint ({_first_line(err)})") from err
+    try:
+        return unwrap_state_dict(obj)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+
+
+def convert_reference_file(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    arch: str | None = None,
+    *,
+    setting: int | None = None,
+    pca_basis: torch.Tensor | None = None,
+) -> ModelConfig:
+    """Authors'-layout checkpoint file → lightbsr checkpoint; ``arch`` is checked against the keys, or detected."""
+    state = read_state_dict_file(src)
+    try:
+        config = ModelConfig.from_arch(arch or detect_reference_arch(state).arch, setting)
+        model = load_reference_checkpoint(state, config.arch, pca_basis=pca_basis)
+    except CheckpointError as err:
+        raise CheckpointError(f"{src}: {err}") from err
+    save_checkpoint(dst, model, config, metadata={"lightbsr.source_sha256": sha256_file(src)})
+    return config
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
