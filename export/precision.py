@@ -24,11 +24,13 @@ or ``--int8`` (explicit quantization) set, or as a strongly typed network.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,10 +113,12 @@ def sibling_graphs(path: str | os.PathLike[str]) -> dict[str, Path]:
     """
     path = Path(path)
     graphs = {contract.GRAPH_FULL: path}
+    main = require_lightbsr_model(load_onnx(path, load_weights=False), path)
+    if main.get(contract.META_PRECISION, "fp32") != "fp32":
+        raise ModelFileError(f"{path}: already a {main[contract.META_PRECISION]} model; convert the fp32 export")
     estimator, restorer = contract.split_paths(path)
     if not (estimator.is_file() and restorer.is_file()):
         return graphs
-    main = require_lightbsr_model(load_onnx(path, load_weights=False), path)
     for graph, sibling in ((contract.GRAPH_ESTIMATOR, estimator), (contract.GRAPH_RESTORER, restorer)):
         meta = require_lightbsr_model(load_onnx(sibling, load_weights=False), sibling)
         same = all(meta.get(k) == main.get(k) for k in (contract.META_ARCH, contract.META_SOURCE_SHA256))
@@ -347,6 +351,17 @@ class _Feeds:
         return next(self._iter, None)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _ensure_node_names(model: onnx.ModelProto) -> None:
     used: set[str] = set()
     for i, node in enumerate(model.graph.node):
@@ -416,7 +431,7 @@ def quantize_int8(
         quantized_path = Path(tmp) / "full.int8.onnx"
         bar = tqdm(total=1, desc="int8 (calibrate + quantize)", disable=not progress)
         try:
-            with bar:
+            with bar, _quiet_root_logger():  # ORT logs "consider pre-processing" on the root logger
                 quantize_static(
                     model,
                     quantized_path,
