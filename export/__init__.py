@@ -22,8 +22,8 @@ _EXPORTS = {
     "quantize_int8": "precision",
     "calibration_crops": "precision",
     "QuantizeResult": "precision",
-    "compare": "compare",
-    "CompareResult": "compare",
+    "compare": "parity",
+    "CompareResult": "parity",
     "read_onnx_metadata": "metadata",
     "load_onnx": "metadata",
 }

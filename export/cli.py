@@ -63,7 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="lightbsr checkpoint (.safetensors; convert authors' files with `convert`)")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write (the full graph)")
     p.add_argument("--split", action="store_true", help="also write the estimator and restorer graphs")
-    p.add_argument("--opset", type=int, default=17, choices=(17, 18, 19, 20), help="ONNX opset")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        choices=(17, 18, 19, 20),
+        help="ONNX opset; 17–19 write GELU with Erf, 20 the Gelu op (check your TensorRT parser supports it)",
+    )
     p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the ONNX Runtime check")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -160,7 +166,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from lightbsr.export.compare import compare
+    from lightbsr.export.parity import compare
 
     result = compare(
         args.a,

@@ -15,7 +15,10 @@
 
 Both handle split graphs: when ``model.estimator.onnx`` and ``model.restorer.onnx`` sit beside
 the input (same source checkpoint), they are converted too, so the runtime's tiled path gets
-the same precision. The restorer's INT8 calibration feeds it the IDR of the FP32 estimator.
+the same precision. FP16 converts each graph (IDR tensors stay FP32 at the graph boundary);
+INT8 quantizes the full graph once and cuts the estimator and restorer out of it by tensor name:
+calibration runs the FP32 graph, so the restorer's IDR ranges are those of the FP32 estimator's
+output, and estimator → restorer computes exactly what the quantized full graph computes.
 
 TensorRT 11 consumes these files as they are (strongly typed networks: the graph's types and
 Q/DQ nodes decide the precision); TensorRT 10 builds them with ``--fp16`` (mixed precision)
@@ -416,7 +419,7 @@ def quantize_int8(
         "weights": "int8, symmetric, per output channel",
         "activations": "int8, symmetric, per tensor",
         "quantized_ops": list(INT8_OPS),
-        "excluded_nodes": {},
+        "excluded_nodes": [],
     }
     calibration = {
         "minmax": CalibrationMethod.MinMax,

@@ -30,8 +30,8 @@ import numpy as np
 from lightbsr.files import atomic_output
 
 from ._ort import ort_session, run
-from .compare import compare, load_runner
 from .onnx_export import export_onnx
+from .parity import compare, load_runner
 from .precision import quantize_fp16, quantize_int8
 
 

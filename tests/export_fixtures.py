@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,23 @@ SIMPLIFIED_ARCHS = ("lightbsr_student_x4",)
 only; the others are tested as traced (``--no-simplify``), which is the graph onnxslim starts from."""
 
 
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """PyTorch on one thread: on a busy 2-core machine its OpenMP threads can make a tiny forward take seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with single_torch_thread():
+        yield
+
+
 @dataclass
 class Exported:
     arch: str
@@ -36,32 +56,34 @@ def reference_checkpoint(folder: Path, arch: str) -> tuple[Path, nn.Module]:
     return path, model
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
-    """Every reference architecture exported once. The LightBSR student goes through the CLI (with verification)."""
+def _export(folder: Path, arch: str) -> Exported:
     from lightbsr.export import export_onnx
 
     from lightbsr.cli import main
 
-    folder = tmp_path_factory.mktemp("exported")
-    result: dict[str, Exported] = {}
-    for arch in REFERENCE_ARCHS:
-        checkpoint, model = reference_checkpoint(folder, arch)
-        onnx_path = folder / f"{arch}.onnx"
-        if arch == "lightbsr_student_x4":
-            import contextlib
-            import io
+    checkpoint, model = reference_checkpoint(folder, arch)
+    onnx_path = folder / f"{arch}.onnx"
+    if arch == "lightbsr_student_x4":  # through the CLI, with the built-in verification
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["export", str(checkpoint), "-o", str(onnx_path), "--split", "--json"])
+        if code != 0:
+            raise RuntimeError(f"lightbsr export exited {code}")
+        summary = json.loads(out.getvalue())
+    else:
+        result = export_onnx(
+            checkpoint, onnx_path, split=arch in SPLIT_ARCHS, simplify=arch in SIMPLIFIED_ARCHS, verify=False
+        )
+        summary = result.to_dict()
+    return Exported(arch, checkpoint, onnx_path, model, summary)
 
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                assert main(["export", str(checkpoint), "-o", str(onnx_path), "--split", "--json"]) == 0
-            summary = json.loads(out.getvalue())
-        else:
-            simplify = arch in SIMPLIFIED_ARCHS
-            summary = export_onnx(checkpoint, onnx_path, split=arch in SPLIT_ARCHS, simplify=simplify, verify=False)
-            summary = summary.to_dict()
-        result[arch] = Exported(arch, checkpoint, onnx_path, model, summary)
-    return result
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
+    """Every reference architecture exported once (see SPLIT_ARCHS and SIMPLIFIED_ARCHS)."""
+    folder = tmp_path_factory.mktemp("exported")
+    with single_torch_thread():
+        return {arch: _export(folder, arch) for arch in REFERENCE_ARCHS}
 
 
 def tiny_lightbsr(seed: int = 0) -> nn.Module:
@@ -80,5 +102,6 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Modu
 
     model = tiny_lightbsr()
     path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
-    export_onnx(model, path, config=ModelConfig.from_arch("lightbsr_student_x4", setting=1), split=True)
+    with single_torch_thread():
+        export_onnx(model, path, config=ModelConfig.from_arch("lightbsr_student_x4", setting=1), split=True)
     return path, model

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -56,13 +54,12 @@ def test_lr_images_are_used_as_is_by_default(exported: dict[str, Exported]) -> N
 
 
 @pytest.mark.parametrize("pair", ["wrong_arch", "teacher"])
-def test_cli_compare_bad_pairs_are_one_line_exit_2(exported: dict[str, Exported], pair: str) -> None:
+def test_cli_compare_bad_pairs_are_one_line_exit_2(
+    exported: dict[str, Exported], pair: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = exported["lightbsr_student_x4"].onnx
     b = exported["kdsr_student_m_x4"].checkpoint if pair == "wrong_arch" else exported["kdsr_teacher_m_x4"].onnx
-    result = subprocess.run(
-        [sys.executable, "-m", "lightbsr", "compare", str(a), str(b), "--images", str(IMAGES)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert ("kdsr_student_m_x4" in result.stderr) if pair == "wrong_arch" else ("full student graph" in result.stderr)
+    assert main(["compare", str(a), str(b), "--images", str(IMAGES)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lightbsr: error:"), err
+    assert ("kdsr_student_m_x4" in err) if pair == "wrong_arch" else ("full student graph" in err)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +166,9 @@ def test_quantize_refuses_teachers_converted_and_corrupt_models(exported: dict[s
     assert not int8["out"].with_name("t.onnx").exists() and not int8["out"].with_name("x.onnx").exists()
 
 
-def test_cli_quantize_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_cli_quantize_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lightbsr.cli import main
+
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage" * 10)
     for args in (
@@ -176,11 +176,7 @@ def test_cli_quantize_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
         [str(tmp_path / "missing.onnx"), "--fp16"],
         [str(corrupt), "--int8"],  # no --calib
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "lightbsr", "quantize", *args, "-o", str(tmp_path / "o" / "q.onnx")],
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-        assert result.stderr.startswith("lightbsr: error:")
+        assert main(["quantize", *args, "-o", str(tmp_path / "o" / "q.onnx")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("lightbsr: error:"), err
     assert not (tmp_path / "o").exists()
