@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 
 INPUT_LR = "lr"
+INPUT_DRP = "drp"  # LightBSR teacher: degradation reference prior (N, 15 | 18)
+INPUT_HR = "hr"  # KDSR teacher: the HR image (N, 3, scale·H, scale·W)
 OUTPUT_SR = "sr"
 IDR_CHANNEL = "idr_channel"
 IDR_SPATIAL = "idr_spatial"

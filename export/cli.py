@@ -1,0 +1,180 @@
+"""CLI of the export stage: ``lightbsr export``, ``lightbsr quantize``, ``lightbsr compare``.
+
+Only argparse at import time; torch, onnx and onnxruntime are imported by the run functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXPORT_HELP = """\
+Export a lightbsr checkpoint to ONNX (opset 17 by default) with dynamic batch, height and width:
+any LR size works, including sizes that are not multiples of 4. Tensor names: input `lr` (teachers
+also `drp` (N, 15|18) or `hr`), output `sr` (unclamped). The graph is simplified with onnxslim,
+checked with onnx.checker (full check) and strict shape inference, carries its metadata (arch,
+scale, setting, graph, precision, source checkpoint sha256, lightbsr version) and is self-contained.
+Before writing, ONNX Runtime runs it at another batch and size than the trace and must match
+PyTorch (1e-4 relative); split graphs composed must match the full graph (1e-5).
+
+--split also writes MODEL.estimator.onnx (lr → idr_channel (N,48) + idr_spatial (N,8,H,W) for
+LightBSR, idr (N,64) for KDSR) and MODEL.restorer.onnx (lr + IDR → sr): the runtime estimates the
+IDR once per image and reuses it for every tile. Exporting without --split removes stale split
+files of an earlier export to the same name. On any failure nothing is written."""
+
+QUANTIZE_HELP = """\
+Convert an FP32 lightbsr ONNX model (from `lightbsr export`) to lower precision. Split graphs
+beside it (MODEL.estimator.onnx, MODEL.restorer.onnx) are converted too, so the tiled path of the
+runtime gets the same precision.
+
+--fp16: mixed precision. Weights and most ops in FP16; LayerNormalization, ReduceMean /
+  GlobalAveragePool (global pooling) and Sigmoid/Softmax stay FP32; inputs and outputs stay FP32
+  unless --fp16-io. Backend: onnxruntime's float16 converter, or NVIDIA ModelOpt AutoCast
+  (--fp16-backend modelopt, needs `pip install 'lightbsr[modelopt]'`).
+--int8: explicit Q/DQ (QuantizeLinear/DequantizeLinear) on the inputs of Conv/MatMul/Gemm:
+  INT8 weights symmetric per output channel, INT8 activations symmetric per tensor, biases FP32;
+  the first and last layers stay FP32 unless --quantize-first-last. Calibration: --calib-count
+  LR crops of --calib-size pixels synthesised from the HR images in --calib DIR with the training
+  degradation model of the model's setting (random blur kernels, noise in setting 2), seeded.
+  Students only (a teacher also needs its DRP / HR input).
+
+TensorRT 11 builds these files as they are (strongly typed: the graph's types and Q/DQ nodes set
+the precision); TensorRT 10 builds them with --fp16 / --int8 set (or --stronglyTyped)."""
+
+COMPARE_HELP = """\
+Run two models on real images and report, per image and overall, how far B's output is from A's:
+max and mean absolute error and PSNR of the raw (unclamped) outputs, and of both clamped to [0, 1]
+(RGB PSNR and Y-PSNR, the papers' luma, scale pixels shaved). Each of A and B is an ONNX file (run
+with ONNX Runtime, CPU) or a lightbsr checkpoint (.safetensors, run in PyTorch); both must be
+students of the same architecture.
+
+By default DIR holds LR images, fed as they are. With --degrade-sigma S, DIR holds HR images and
+the LR input is synthesised with the papers' benchmark protocol: HR cropped to a multiple of the
+scale, 21×21 isotropic Gaussian blur of width S, MATLAB-style bicubic ×1/4, rounded to 8 bits.
+
+Example: lightbsr compare model.onnx model.int8.onnx --images Set5/ --degrade-sigma 1.2"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from lightbsr.cli import add_command
+
+    p = add_command(subparsers, "export", "lightbsr checkpoint → ONNX (dynamic shapes, split graphs)", EXPORT_HELP)
+    p.add_argument("checkpoint", help="lightbsr checkpoint (.safetensors; convert authors' files with `convert`)")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write (the full graph)")
+    p.add_argument("--split", action="store_true", help="also write the estimator and restorer graphs")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        choices=(17, 18, 19, 20),
+        help="ONNX opset; 17–19 write GELU with Erf, 20 the Gelu op (check your TensorRT parser supports it)",
+    )
+    p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the ONNX Runtime check")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=_run_export)
+
+    p = add_command(subparsers, "quantize", "ONNX → mixed-precision FP16 or INT8 Q/DQ ONNX", QUANTIZE_HELP)
+    p.add_argument("model", help="FP32 ONNX model from `lightbsr export`")
+    p.add_argument("-o", "--output", help="ONNX file to write (default: MODEL.fp16.onnx / MODEL.int8.onnx)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--fp16", action="store_true", help="mixed-precision FP16")
+    mode.add_argument("--int8", action="store_true", help="INT8 Q/DQ (needs --calib)")
+    p.add_argument("--fp16-backend", choices=("ort", "modelopt"), default="ort", help="FP16 converter")
+    p.add_argument("--fp16-io", action="store_true", help="FP16 inputs and outputs (default: FP32 I/O)")
+    p.add_argument("--calib", metavar="DIR", help="folder of HR images for INT8 calibration")
+    p.add_argument("--calib-count", type=int, default=32, help="number of LR calibration crops")
+    p.add_argument("--calib-size", type=int, default=64, help="side of the LR calibration crops (pixels)")
+    p.add_argument(
+        "--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax", help="calibration method"
+    )
+    p.add_argument("--setting", type=int, choices=(1, 2), help="degradation setting (default: the model's, else 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration crops")
+    p.add_argument("--quantize-first-last", action="store_true", help="quantize the first and last layers too")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=_run_quantize)
+
+    p = add_command(subparsers, "compare", "parity / accuracy of two models on real images", COMPARE_HELP)
+    p.add_argument("a", help="reference: ONNX file or lightbsr checkpoint")
+    p.add_argument("b", help="compared: ONNX file or lightbsr checkpoint")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of images (LR, or HR with --degrade-sigma)")
+    p.add_argument("--degrade-sigma", type=float, metavar="S", help="synthesise LR from HR with blur width S")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from lightbsr.export.onnx_export import export_onnx
+
+    result = export_onnx(
+        args.checkpoint,
+        args.output,
+        split=args.split,
+        opset=args.opset,
+        simplify=args.simplify,
+        verify=args.verify,
+        progress=sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for f in result.files.values():
+            print(f"wrote {f.path} ({f.graph}: {', '.join(f.inputs)} → {', '.join(f.outputs)}, {f.nodes} nodes)")
+        if result.verification:
+            checks = ", ".join(f"{k} {v:.1e}" for k, v in result.verification.items())
+            print(f"verified with ONNX Runtime (relative error): {checks}")
+    return 0
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lightbsr.export.precision import quantize_fp16, quantize_int8
+
+    from lightbsr.errors import ConfigError
+
+    precision = "fp16" if args.fp16 else "int8"
+    output = args.output or str(Path(args.model).with_suffix(f".{precision}.onnx"))
+    progress = sys.stderr.isatty()
+    if args.fp16:
+        result = quantize_fp16(
+            args.model, output, keep_io_types=not args.fp16_io, backend=args.fp16_backend, progress=progress
+        )
+    else:
+        if not args.calib:
+            raise ConfigError("--int8 needs calibration images: --calib DIR (HR images)")
+        result = quantize_int8(
+            args.model,
+            output,
+            args.calib,
+            count=args.calib_count,
+            size=args.calib_size,
+            setting=args.setting,
+            method=args.calib_method,
+            seed=args.seed,
+            quantize_first_last=args.quantize_first_last,
+            progress=progress,
+        )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for f in result.files.values():
+            print(f"wrote {f.path} ({precision} {f.graph}, {f.nodes} nodes, {f.bytes / 1e6:.1f} MB)")
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from lightbsr.export.parity import compare
+
+    result = compare(
+        args.a,
+        args.b,
+        args.images,
+        degrade_sigma=args.degrade_sigma,
+        limit=args.limit,
+        progress=sys.stderr.isatty(),
+    )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0

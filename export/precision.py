@@ -1,0 +1,483 @@
+"""FP32 ONNX → mixed-precision FP16 and INT8 Q/DQ ONNX, for TensorRT (and ONNX Runtime).
+
+* :func:`quantize_fp16`: weights and most ops in FP16; the ops that overflow or lose accuracy
+  in FP16 stay FP32 (:data:`FP16_KEEP_FP32_OPS`: normalisation, global pooling, the
+  Sigmoid/Softmax gates; plus onnxruntime's default block list). Inputs and outputs stay
+  FP32 by default. Backend: ``onnxruntime.transformers.float16`` (ships with onnxruntime);
+  NVIDIA ModelOpt AutoCast where ``modelopt`` is installed (the ``[modelopt]`` extra).
+* :func:`quantize_int8`: explicit Q/DQ (``QuantizeLinear``/``DequantizeLinear``) with
+  ``onnxruntime.quantization.quantize_static``: INT8 weights, symmetric per output channel;
+  INT8 activations, symmetric (TensorRT's INT8 is signed and symmetric); Q/DQ on the inputs
+  of Conv, MatMul and Gemm (TensorRT's placement), biases left in FP32. The first compute
+  layer on the LR image and the last one(s) before each output stay FP32 unless asked.
+  Calibration data: LR crops made from the HR images of a folder with the training
+  degradation model (:func:`calibration_crops`), seeded.
+
+Both handle split graphs: when ``model.estimator.onnx`` and ``model.restorer.onnx`` sit beside
+the input (same source checkpoint), they are converted too, so the runtime's tiled path gets
+the same precision. FP16 converts each graph (IDR tensors stay FP32 at the graph boundary);
+INT8 quantizes the full graph once and cuts the estimator and restorer out of it by tensor name:
+calibration runs the FP32 graph, so the restorer's IDR ranges are those of the FP32 estimator's
+output, and estimator → restorer computes exactly what the quantized full graph computes.
+
+TensorRT 11 consumes these files as they are (strongly typed networks: the graph's types and
+Q/DQ nodes decide the precision); TensorRT 10 builds them with ``--fp16`` (mixed precision)
+or ``--int8`` (explicit quantization) set, or as a strongly typed network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from tqdm import tqdm
+
+from lightbsr import contract
+from lightbsr.degradation import degrade, random_kernels
+from lightbsr.errors import BackendUnavailableError, ConfigError, DatasetError, ModelFileError
+from lightbsr.evaluation import list_images, read_image_rgb8
+from lightbsr.files import sha256_file
+
+from .metadata import graph_inputs, load_onnx, require_lightbsr_model, set_metadata
+from .onnx_export import GraphFile, cut_graph, write_graphs
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "COMPUTE_OPS",
+    "FP16_KEEP_FP32_OPS",
+    "INT8_OPS",
+    "QuantizeResult",
+    "boundary_nodes",
+    "calibration_crops",
+    "quantize_fp16",
+    "quantize_int8",
+    "sibling_graphs",
+]
+
+FP16_KEEP_FP32_OPS = (
+    "LayerNormalization",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "ReduceMean",
+    "GlobalAveragePool",
+    "Sigmoid",
+    "Softmax",
+)
+"""Op types kept in FP32 by :func:`quantize_fp16` (their inputs are cast up to FP32)."""
+
+INT8_OPS = ("Conv", "MatMul", "Gemm")
+"""Ops whose inputs get Q/DQ in :func:`quantize_int8` (TensorRT fuses DQ → op → Q around them)."""
+
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_fp16` / :func:`quantize_int8` wrote."""
+
+    precision: str
+    files: dict[str, GraphFile]
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def path(self) -> Path:
+        return self.files[contract.GRAPH_FULL].path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "files": {graph: f.to_dict() for graph, f in self.files.items()},
+            "details": self.details,
+            "seconds": self.seconds,
+        }
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def sibling_graphs(path: str | os.PathLike[str]) -> dict[str, Path]:
+    """The graphs to convert: ``full`` → ``path``, plus the split siblings if both exist and match it.
+
+    Siblings from another export (a different source checkpoint or architecture) are ignored
+    with a :class:`ModelFileError`, since converting them would hand the runtime a mismatched pair.
+    """
+    path = Path(path)
+    graphs = {contract.GRAPH_FULL: path}
+    main = require_lightbsr_model(load_onnx(path, load_weights=False), path)
+    if main.get(contract.META_PRECISION, "fp32") != "fp32":
+        raise ModelFileError(f"{path}: already a {main[contract.META_PRECISION]} model; convert the fp32 export")
+    estimator, restorer = contract.split_paths(path)
+    if not (estimator.is_file() and restorer.is_file()):
+        return graphs
+    for graph, sibling in ((contract.GRAPH_ESTIMATOR, estimator), (contract.GRAPH_RESTORER, restorer)):
+        meta = require_lightbsr_model(load_onnx(sibling, load_weights=False), sibling)
+        same = all(meta.get(k) == main.get(k) for k in (contract.META_ARCH, contract.META_SOURCE_SHA256))
+        if not same or meta.get(contract.META_GRAPH) != graph or meta.get(contract.META_PRECISION) != "fp32":
+            raise ModelFileError(f"{sibling}: not the fp32 {graph} graph of {path.name}; re-export with --split")
+        graphs[graph] = sibling
+    return graphs
+
+
+def _load_fp32(path: Path) -> tuple[onnx.ModelProto, dict[str, str]]:
+    model = load_onnx(path)
+    meta = require_lightbsr_model(model, path)
+    if meta.get(contract.META_PRECISION, "fp32") != "fp32":
+        raise ModelFileError(f"{path}: already a {meta[contract.META_PRECISION]} model; convert the fp32 export")
+    return model, meta
+
+
+def _output_paths(src: dict[str, Path], output: str | os.PathLike[str]) -> dict[str, Path]:
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise ConfigError(f"{output}: the output must be an .onnx file")
+    if output.resolve() == src[contract.GRAPH_FULL].resolve():
+        raise ConfigError(f"{output}: the output would overwrite the input model")
+    estimator, restorer = contract.split_paths(output)
+    targets = {contract.GRAPH_FULL: output, contract.GRAPH_ESTIMATOR: estimator, contract.GRAPH_RESTORER: restorer}
+    return {graph: targets[graph] for graph in src}
+
+
+def _precision_meta(meta: dict[str, str], precision: str, parent: Path, details: dict[str, Any]) -> dict[str, str]:
+    return {
+        **meta,
+        contract.META_PRECISION: precision,
+        "lightbsr.parent_sha256": sha256_file(parent),
+        f"lightbsr.{precision}": json.dumps(details, sort_keys=True),
+    }
+
+
+def _check(model: onnx.ModelProto, what: str) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise ModelFileError(f"converted {what} graph fails the ONNX checker: {str(err).splitlines()[0]}") from err
+
+
+# --------------------------------------------------------------------------- FP16
+
+
+def quantize_fp16(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    keep_io_types: bool = True,
+    keep_fp32_ops: Sequence[str] = FP16_KEEP_FP32_OPS,
+    backend: str = "ort",
+    progress: bool = False,
+) -> QuantizeResult:
+    """Mixed-precision FP16 copy of an FP32 lightbsr ONNX model (and of its split siblings).
+
+    ``backend``: ``"ort"`` (``onnxruntime.transformers.float16.convert_float_to_float16`` with an
+    op block list) or ``"modelopt"`` (NVIDIA ModelOpt AutoCast, ``convert_to_mixed_precision``
+    with the same op types excluded; needs the ``[modelopt]`` extra).
+    """
+    if backend not in ("ort", "modelopt"):
+        raise ConfigError(f"unknown FP16 backend {backend!r}; choose 'ort' or 'modelopt'")
+    start = time.perf_counter()
+    sources = sibling_graphs(model_path)
+    targets = _output_paths(sources, output)
+    details = {"backend": backend, "keep_io_types": keep_io_types, "keep_fp32_ops": sorted(keep_fp32_ops)}
+    converted = {}
+    for graph, src in tqdm(sources.items(), desc="fp16", unit="graph", disable=not progress):
+        model, meta = _load_fp32(src)
+        if backend == "ort":
+            from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+            half = convert_float_to_float16(
+                model, keep_io_types=keep_io_types, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *keep_fp32_ops]
+            )
+        else:
+            half = _modelopt_fp16(src, keep_io_types, keep_fp32_ops)
+        _toposort(half)
+        set_metadata(half, _precision_meta(meta, "fp16", src, details))
+        _check(half, graph)
+        converted[targets[graph]] = half
+    files = write_graphs(converted)
+    return QuantizeResult(
+        "fp16", {g: files[targets[g]] for g in sources}, details, round(time.perf_counter() - start, 3)
+    )
+
+
+def _toposort(model: onnx.ModelProto) -> None:
+    """Order the nodes topologically in place (the FP16 converter appends its input casts at the end)."""
+    nodes = list(model.graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+    waiting = [0] * len(nodes)
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in set(node.input):
+            if name in producer:
+                waiting[i] += 1
+                users.setdefault(producer[name], []).append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    ordered = []
+    while ready:
+        i = ready.pop(0)
+        ordered.append(nodes[i])
+        for user in users.get(i, []):
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+    if len(ordered) != len(nodes):
+        raise ModelFileError("converted graph has a cycle")
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+
+
+def _modelopt_fp16(src: Path, keep_io_types: bool, keep_fp32_ops: Sequence[str]) -> onnx.ModelProto:
+    try:
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "the modelopt FP16 backend needs NVIDIA ModelOpt: pip install 'lightbsr[modelopt]'"
+        ) from err
+    return convert_to_mixed_precision(
+        onnx_path=str(src),
+        low_precision_type="fp16",
+        op_types_to_exclude=list(keep_fp32_ops),
+        keep_io_types=keep_io_types,
+    )
+
+
+# --------------------------------------------------------------------------- INT8
+
+
+def calibration_crops(
+    images_dir: str | os.PathLike[str],
+    *,
+    count: int = 32,
+    size: int = 64,
+    scale: int = 4,
+    setting: int = 1,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """``count`` LR crops ``(3, h, w)`` float32 in [0, 1], made like the training data.
+
+    Each crop: an HR image of the folder (in turn), a random ``scale·size`` square crop (smaller,
+    a multiple of ``scale``, where the image is smaller), a random kernel (and noise) of the
+    degradation ``setting`` (:func:`lightbsr.degradation.random_kernels`), then
+    :func:`lightbsr.degradation.degrade`. Seeded: the same arguments give the same crops.
+    """
+    if count < 1 or size < 4:
+        raise ConfigError(f"calibration needs count ≥ 1 and size ≥ 4, got count {count}, size {size}")
+    files = list_images(images_dir)
+    generator = torch.Generator().manual_seed(seed)
+    crops = []
+    images: dict[Path, torch.Tensor] = {}
+    for i in range(count):
+        path = files[i % len(files)]
+        if path not in images:
+            try:
+                images[path] = torch.from_numpy(read_image_rgb8(path)).permute(2, 0, 1).float()
+            except Exception as err:
+                raise DatasetError(str(err)) from err
+        hr = images[path]
+        height, width = (min(size * scale, side - side % scale) for side in hr.shape[1:])
+        if min(height, width) < 4 * scale:
+            raise DatasetError(f"{path} ({hr.shape[1]}×{hr.shape[2]}) is too small for a calibration crop")
+        top = int(torch.randint(0, hr.shape[1] - height + 1, (1,), generator=generator))
+        left = int(torch.randint(0, hr.shape[2] - width + 1, (1,), generator=generator))
+        patch = hr[None, :, top : top + height, left : left + width]
+        draw = random_kernels(1, setting, generator=generator)
+        lr = degrade(patch, draw.kernels, scale, draw.noise_sigmas, generator=generator)
+        crops.append((lr[0] / 255.0).numpy())
+    return crops
+
+
+def boundary_nodes(model: onnx.ModelProto, image_input: str = contract.INPUT_LR) -> list[str]:
+    """Names of the first compute nodes on ``image_input`` and the last ones before every output.
+
+    A compute node is a Conv, MatMul or Gemm. The 1×1 three-channel mean-shift convolutions
+    are passed through (and included), so that the first and last *real* layers are found.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    weights = {init.name: init for init in model.graph.initializer}
+    shape_ops = ("Shape", "Size")  # shape computations are not data flow
+
+    def mean_shift(node: onnx.NodeProto) -> bool:
+        w = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        return w is not None and list(w.dims) == [3, 3, 1, 1]
+
+    found: list[str] = []
+
+    def walk(start: list[onnx.NodeProto], nxt: Any) -> None:
+        seen: set[str] = set()
+        stack = list(start)
+        while stack:
+            node = stack.pop()
+            if node.name in seen or node.op_type in shape_ops:
+                continue
+            seen.add(node.name)
+            if node.op_type in COMPUTE_OPS:
+                found.append(node.name)
+                if not mean_shift(node):
+                    continue
+            stack.extend(nxt(node))
+
+    walk(consumers.get(image_input, []), lambda n: [c for out in n.output for c in consumers.get(out, [])])
+    outputs = [producers[o.name] for o in model.graph.output if o.name in producers]
+    walk(outputs, lambda n: [producers[i] for i in n.input if i in producers])
+    return list(dict.fromkeys(found))
+
+
+class _Feeds:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over a list of feed dicts (strided)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+        self.set_range(0, len(feeds))
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iter = iter(self.feeds[start_index:end_index])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _ensure_node_names(model: onnx.ModelProto) -> None:
+    used: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in used:
+            node.name = f"{node.op_type}_{i}"
+        used.add(node.name)
+
+
+def quantize_int8(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    calib_dir: str | os.PathLike[str],
+    *,
+    count: int = 32,
+    size: int = 64,
+    setting: int | None = None,
+    method: str = "minmax",
+    seed: int = 0,
+    quantize_first_last: bool = False,
+    progress: bool = False,
+) -> QuantizeResult:
+    """INT8 Q/DQ copy of an FP32 lightbsr student ONNX model (and of its split siblings).
+
+    Args:
+        model_path: FP32 model from :func:`lightbsr.export.export_onnx`.
+        output: the ``.onnx`` to write (split siblings beside it).
+        calib_dir: folder of HR images; calibration uses :func:`calibration_crops` from them.
+        count, size: number and side of the LR calibration crops.
+        setting: degradation setting of the crops (default: the model's, else 1).
+        method: calibration method, ``minmax`` | ``entropy`` | ``percentile``.
+        quantize_first_last: also quantize the first and last compute layers (:func:`boundary_nodes`).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    start = time.perf_counter()
+    sources = sibling_graphs(model_path)
+    targets = _output_paths(sources, output)
+    full, meta = _load_fp32(sources[contract.GRAPH_FULL])
+    if graph_inputs(full) != [contract.INPUT_LR]:
+        raise ConfigError(
+            f"{model_path}: INT8 calibration feeds LR images only; this graph takes {graph_inputs(full)} (a teacher?)"
+        )
+    if setting is None:
+        setting = int(meta.get(contract.META_SETTING) or 1)
+    scale = int(meta[contract.META_SCALE])
+    lr = calibration_crops(calib_dir, count=count, size=size, scale=scale, setting=setting, seed=seed)
+    lr_feeds = [{contract.INPUT_LR: crop[None]} for crop in lr]
+    details: dict[str, Any] = {
+        "calibration": {"count": count, "size": size, "setting": setting, "method": method, "seed": seed},
+        "weights": "int8, symmetric, per output channel",
+        "activations": "int8, symmetric, per tensor",
+        "quantized_ops": list(INT8_OPS),
+        "excluded_nodes": [],
+    }
+    calibration = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    model, graph_meta = full, meta
+    _ensure_node_names(model)
+    excluded = [] if quantize_first_last else boundary_nodes(model)
+    details["excluded_nodes"] = excluded
+    with tempfile.TemporaryDirectory(prefix="lightbsr-int8-") as tmp:
+        quantized_path = Path(tmp) / "full.int8.onnx"
+        bar = tqdm(total=1, desc="int8 (calibrate + quantize)", disable=not progress)
+        try:
+            with bar, _quiet_root_logger():  # ORT logs "consider pre-processing" on the root logger
+                quantize_static(
+                    model,
+                    quantized_path,
+                    _Feeds(lr_feeds),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(INT8_OPS),
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded,
+                    calibrate_method=calibration,
+                    extra_options={
+                        "ActivationSymmetric": True,
+                        "WeightSymmetric": True,
+                        "QuantizeBias": False,  # TensorRT takes FP32 biases, not INT32 DequantizeLinear
+                        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                        "CalibStridedMinMax": 1,  # one crop's activations in memory at a time (any method)
+                    },
+                )
+                bar.update(1)
+        except (ValueError, RuntimeError) as err:
+            raise ModelFileError(f"{model_path}: INT8 quantization failed ({str(err).splitlines()[0]})") from err
+        quantized = onnx.load(str(quantized_path))
+    quantized.ir_version = model.ir_version
+    converted = {targets[contract.GRAPH_FULL]: quantized}
+    if len(sources) > 1:
+        # The split graphs are cut from the quantized full graph: calibration ran the FP32 graph, so the
+        # restorer's IDR ranges are those of the FP32 estimator, and estimator → restorer equals the full graph.
+        family = graph_meta[contract.META_FAMILY]
+        idr = list(contract.idr_names(family))
+        cuts = {
+            contract.GRAPH_ESTIMATOR: ([contract.INPUT_LR], idr),
+            contract.GRAPH_RESTORER: ([contract.INPUT_LR, *idr], [contract.OUTPUT_SR]),
+        }
+        for graph, (ins, outs) in cuts.items():
+            like = load_onnx(sources[graph], load_weights=False)
+            converted[targets[graph]] = cut_graph(quantized, ins, outs, like)
+    for target, graph_model in converted.items():
+        graph = next(g for g, t in targets.items() if t == target)
+        src_meta = {**meta, contract.META_GRAPH: graph}
+        set_metadata(graph_model, _precision_meta(src_meta, "int8", sources[graph], details["calibration"]))
+        _check(graph_model, graph)
+    files = write_graphs(converted)
+    return QuantizeResult(
+        "int8", {g: files[targets[g]] for g in sources}, details, round(time.perf_counter() - start, 3)
+    )
