@@ -118,7 +118,11 @@ def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
                     fmt, mode = str(img.format), img.mode
                     orientation = _orientation(img)
         except UnidentifiedImageError as err:
-            raise InputImageError(f"{path}: not an image file (or of an unknown format)") from err
+            size = _png_ihdr_size(path)
+            if size is not None and 0 in size:
+                raise InputImageError(f"{path}: image has no pixels ({size[0]}×{size[1]})") from err
+            kind = "a PNG file with a corrupt header" if size is not None else "an image file (or of an unknown format)"
+            raise InputImageError(f"{path}: not {kind}") from err
         except (OSError, ValueError, SyntaxError) as err:
             raise InputImageError(f"{path}: unreadable image header ({_first_line(err)})") from err
         finally:
@@ -132,6 +136,15 @@ def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
             f"{path}: {width}×{height} = {width * height} pixels is over the limit of {max_pixels} (--max-pixels)"
         )
     return ImageHeader(width, height, READ_FORMATS[fmt], mode, orientation)
+
+
+def _png_ihdr_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) declared by a PNG's IHDR chunk, or ``None`` if ``path`` does not start like a PNG."""
+    with path.open("rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def _orientation(img: object) -> int:
