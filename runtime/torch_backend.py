@@ -75,7 +75,7 @@ class TorchBackend(Backend):
             raise ConfigError(f"unknown precision {self.precision!r}; choose from fp32, fp16, bf16")
         self._device = resolve_device(device)
         self.device = str(self._device)
-        self.model = model.to(self._device).eval()
+        self.model: Any = model.to(self._device).eval()  # a LightBSR or KDSR (estimate/restore)
         self._idr_names = idr_names(self.family)
 
     @contextlib.contextmanager

@@ -6,9 +6,9 @@ the runtime is tested without the export stage. Also a command, for the runtime'
 consistency figures::
 
     python tests/runtime_models.py runs/runtime-ref            # LightBSR student, reference weights
-    python tests/runtime_models.py runs/runtime-ref --arch kdsr_student_m_x4
+    python tests/runtime_models.py runs/runtime-init --weights init   # build_model's initialisation, seed 0
 
-writes ``ARCH_ref.safetensors`` and ``ARCH_ref.onnx`` (+ ``.estimator.onnx`` / ``.restorer.onnx``).
+writes ``ARCH_TAG.safetensors`` and ``ARCH_TAG.onnx`` (+ ``.estimator.onnx`` / ``.restorer.onnx``), TAG = ref or init.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lightbsr import contract
 from lightbsr._version import __version__
 from lightbsr.checkpoint import save_checkpoint
 from lightbsr.files import sha256_file
-from lightbsr.models import ModelConfig, load_reference_checkpoint
+from lightbsr.models import ModelConfig, build_model, load_reference_checkpoint
 
 OPSET = 17
 
@@ -139,13 +139,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="output folder")
     parser.add_argument("--arch", default="lightbsr_student_x4", choices=("lightbsr_student_x4", "kdsr_student_m_x4"))
+    parser.add_argument(
+        "--weights",
+        default="reference",
+        choices=("reference", "init"),
+        help="reference: the reference vectors' weights; init: build_model's initialisation with torch seed 0",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = save_reference_checkpoint(args.out / f"{args.arch}_ref.safetensors", args.arch)
+    if args.weights == "reference":
+        model, tag = reference_student(args.arch), "ref"
+    else:
+        torch.manual_seed(0)
+        model, tag = build_model(args.arch).eval(), "init"
+    checkpoint = save_checkpoint(args.out / f"{args.arch}_{tag}.safetensors", model, ModelConfig.from_arch(args.arch))
     graphs = (contract.GRAPH_FULL, contract.GRAPH_ESTIMATOR, contract.GRAPH_RESTORER)
     onnx_path = export_onnx(
-        reference_student(args.arch),
-        args.out / f"{args.arch}_ref.onnx",
+        model,
+        args.out / f"{args.arch}_{tag}.onnx",
         arch=args.arch,
         graphs=graphs,
         source_sha256=sha256_file(checkpoint),

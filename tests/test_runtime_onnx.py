@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -58,25 +59,30 @@ def test_onnxruntime_agrees_with_torch(exported: dict[str, Path], ort_upscaler: 
 def test_runtime_imports_and_runs_onnx_without_torch(exported: dict[str, Path], tmp_path: Path) -> None:
     rgb = (np.random.default_rng(4).random((10, 12, 3)) * 255).astype(np.uint8)
     np.save(tmp_path / "in.npy", rgb)
+    cv2.imwrite(str(tmp_path / "in.png"), rgb[:, :, ::-1])
     code = f"""
 import sys
 sys.modules["torch"] = None
 import numpy as np
-import lightbsr.runtime
+import lightbsr.imageio
+from lightbsr.cli import main
 from lightbsr.runtime import Upscaler
 up = Upscaler({str(exported["onnx"])!r}, tile=8, tile_overlap=4)
 out = up.upscale(np.load({str(tmp_path / "in.npy")!r}))
 np.save({str(tmp_path / "out.npy")!r}, out)
-assert sys.modules["torch"] is None
+code = main(["upscale", "-i", {str(tmp_path / "in.png")!r}, "-o", {str(tmp_path / "cli.png")!r},
+             "-m", {str(exported["onnx"])!r}, "--tile", "0"])
+assert code == 0 and sys.modules["torch"] is None
 print(up.backend.name, up.last_run.tiles)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["onnxruntime", "4"]
+    assert result.stdout.split()[-2:] == ["onnxruntime", "4"]
     expected = Upscaler(exported["checkpoint"], tile=8, tile_overlap=4).upscale(rgb)
     out = np.load(tmp_path / "out.npy")
     assert out.shape == (40, 48, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - expected).max() <= 1
+    assert cv2.imread(str(tmp_path / "cli.png")).shape == (40, 48, 3)
 
 
 def test_torch_backend_without_torch_is_a_clear_error(exported: dict[str, Path]) -> None:
