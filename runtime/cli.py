@@ -37,10 +37,26 @@ examples:
   lightbsr upscale -i photos/ -o photos_x4/ -m lightbsr_x4.onnx --tile 256 --tile-batch 4 --json"""
 
 
+# Options whose default is said in their help text: argparse leaves them unset (SUPPRESS, so the
+# help shows no "(default: None)") and run_upscale fills these in.
+_UNSHOWN_DEFAULTS: dict[str, Any] = {
+    "model": None,
+    "tile": None,
+    "format": None,
+    "providers": None,
+    "fp16": False,
+    "bf16": False,
+    "shared_idr": True,
+    "overwrite": False,
+    "json": False,
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lightbsr.cli import add_command
 
     p = add_command(subparsers, "upscale", "upscale images ×4 (files or folders)", DESCRIPTION)
+    p.argument_default = argparse.SUPPRESS
     p.add_argument("-i", "--input", required=True, metavar="IN", help="image file or folder of images")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file, or folder")
     p.add_argument("-m", "--model", help="model file: .safetensors, .onnx or .engine (default: the bundled model)")
@@ -78,6 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_upscale(args: argparse.Namespace) -> int:
     import warnings
+
+    for name, value in _UNSHOWN_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
 
     import cv2
 
