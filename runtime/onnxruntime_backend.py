@@ -287,6 +287,10 @@ def load(
     precision: str | None = None,
     providers: list[Any] | None = None,
     threads: int | None = None,
+    **options: Any,
 ) -> OnnxRuntimeBackend:
     """An ONNX Runtime backend for ``model.onnx`` (split graphs beside it preferred)."""
+    if options:
+        known = "providers, threads"
+        raise ConfigError(f"unknown onnxruntime backend option(s) {', '.join(sorted(options))}; known: {known}")
     return OnnxRuntimeBackend(model_path, device=device, precision=precision, providers=providers, threads=threads)

@@ -135,9 +135,11 @@ class TorchBackend(Backend):
 
 
 def load(
-    model: str | os.PathLike[str] | nn.Module, *, device: str = "auto", precision: str | None = None
+    model: str | os.PathLike[str] | nn.Module, *, device: str = "auto", precision: str | None = None, **options: Any
 ) -> TorchBackend:
     """A torch backend for a lightbsr checkpoint file (or a model object)."""
+    if options:
+        raise ConfigError(f"the torch backend takes no option(s) {', '.join(sorted(options))}")
     if isinstance(model, nn.Module):
         return TorchBackend(model, device=device, precision=precision)
     from lightbsr.checkpoint import load_checkpoint

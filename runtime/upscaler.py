@@ -330,5 +330,5 @@ def _open_backend(model: Any, backend: str, device: str, precision: str | None, 
             raise ConfigError(f"a torch model object runs on the torch backend, not {backend!r}")
         from lightbsr.runtime import torch_backend
 
-        return torch_backend.load(model, device=device, precision=precision)
+        return torch_backend.load(model, device=device, precision=precision, **options)
     raise ConfigError(f"cannot upscale with a {type(model).__name__}; pass a model file path")

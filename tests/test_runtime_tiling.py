@@ -28,7 +28,7 @@ def _coverage(tiles: list[Tile], height: int, width: int) -> np.ndarray:
     return count
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(plans())
 def test_tiles_lie_inside_and_cover_the_image(plan: tuple[int, int, int, int]) -> None:
     height, width, tile, overlap = plan
@@ -40,7 +40,7 @@ def test_tiles_lie_inside_and_cover_the_image(plan: tuple[int, int, int, int]) -
     assert tiles == sorted(tiles, key=lambda t: (t.y, t.x))  # row by row
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(1, 300), st.integers(1, 64), st.data())
 def test_axis_starts_follow_the_rule(length: int, tile: int, data: st.DataObject) -> None:
     overlap = data.draw(st.integers(0, tile - 1))
@@ -60,7 +60,7 @@ def test_axis_starts_follow_the_rule(length: int, tile: int, data: st.DataObject
     assert starts[-2] + tile < length
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(plans(max_side=60), st.sampled_from([1, 2, 4]))
 def test_windows_are_positive_somewhere_everywhere_and_normalise_to_one(
     plan: tuple[int, int, int, int], scale: int
@@ -82,7 +82,7 @@ def test_windows_are_positive_somewhere_everywhere_and_normalise_to_one(
     np.testing.assert_allclose(blender.result(), 0.7, rtol=1e-6)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(2, 40), st.data(), st.integers(1, 5), st.sampled_from([1, 4]))
 def test_windows_sum_to_one_when_overlaps_are_exact(tile: int, data: st.DataObject, steps: int, scale: int) -> None:
     overlap = data.draw(st.integers(0, tile // 2))

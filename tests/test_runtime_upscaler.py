@@ -283,6 +283,11 @@ def test_no_model_means_the_bundled_default_which_is_not_there_yet() -> None:
         Upscaler(None)
 
 
+def test_backend_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="takes no option"):
+        Upscaler(build_model("lightbsr_student_x4"), providers=["CPUExecutionProvider"])
+
+
 def test_teachers_are_refused() -> None:
     with pytest.raises(ConfigError, match="teacher"):
         Upscaler(build_model("kdsr_teacher_m_x4"))
