@@ -122,10 +122,12 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and minimum of each figure over the images (an image that fits one tile, PSNR = ∞, is left out)."""
     means: dict[str, dict[str, float]] = {}
     for key, kind in _columns(rows) if rows else []:
-        means.setdefault(key, {})[kind] = float(np.mean([r[key][kind] for r in rows]))
-        means[key][f"{kind}_min"] = float(np.min([r[key][kind] for r in rows]))
+        values = [r[key][kind] for r in rows if math.isfinite(r[key][kind])]
+        means.setdefault(key, {})[kind] = float(np.mean(values)) if values else math.inf
+        means[key][f"{kind}_min"] = float(np.min(values)) if values else math.inf
     return means
 
 
@@ -157,7 +159,8 @@ def format_table(result: dict[str, Any]) -> str:
         if key in mean:
             cells.append(f"{mean[key]['clamped']:7.2f} {mean[key]['raw']:7.2f}")
             mins.append(f"{mean[key]['clamped_min']:7.2f} {mean[key]['raw_min']:7.2f}")
-    return "\n".join([*lines, "  ".join(cells), "  ".join(mins)])
+    footer = "(means and minima leave out images that fit in one tile, whose PSNR is ∞)"
+    return "\n".join([*lines, "  ".join(cells), "  ".join(mins), footer])
 
 
 def main(argv: list[str] | None = None) -> int:

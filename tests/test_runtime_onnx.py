@@ -209,3 +209,17 @@ def test_allocation_failures_count_as_out_of_memory(ort_upscaler: Upscaler) -> N
     assert backend.is_out_of_memory(MemoryError())
     assert not backend.is_out_of_memory(RuntimeError("shape mismatch"))
     assert json.dumps(backend.describe())  # serialisable for --json
+
+
+def test_consistency_figures_script_runs(exported: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+    from lightbsr.runtime import consistency
+
+    out = tmp_path / "figures.json"
+    args = ["--checkpoint", str(exported["checkpoint"]), "--onnx", str(exported["onnx"])]
+    args += ["--dataset", str(data_dir / "images"), "--tile", "12", "--tile-overlap", "4", "--limit", "1"]
+    assert consistency.main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["images"]
+    assert row["tiles"] > 1 and set(row) >= {"tiled_shared", "tiled_per_tile", "ort_whole", "ort_tiled_vs_torch_tiled"}
+    assert row["ort_whole"]["raw"] >= 60 and row["tiled_shared"]["clamped"] < row["ort_whole"]["clamped"]
+    assert "shared IDR" in consistency.format_table(result)
