@@ -42,6 +42,7 @@ examples:
 _UNSHOWN_DEFAULTS: dict[str, Any] = {
     "model": None,
     "tile": None,
+    "tile_overlap": None,
     "format": None,
     "providers": None,
     "fp16": False,
@@ -67,7 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tile", type=int, metavar="N", help="tile size in LR pixels; 0: never tile (default: from free memory)"
     )
-    p.add_argument("--tile-overlap", type=int, default=16, metavar="N", help="overlap of neighbouring tiles (LR px)")
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        metavar="N",
+        help="overlap of neighbouring tiles in LR pixels (default: 24, at most half the tile)",
+    )
     p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per backend call")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="compute in float16")
@@ -275,6 +281,7 @@ def _upscale_one(upscaler: Any, image: Any, target: Path, *, tile_bar: bool) -> 
         "channels": 1 if result.ndim == 2 else int(result.shape[2]),
         "bit_depth": 16 if result.dtype.itemsize == 2 else 8,
         "tile": info.tile,
+        "tile_overlap": info.tile_overlap,
         "tiles": info.tiles,
         "retries": info.retries,
         "seconds": round(time.perf_counter() - start, 3),

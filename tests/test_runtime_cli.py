@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from lightbsr.runtime import cli as runtime_cli
+from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 from PIL import Image
 from reference import reference_state_dict
 from runtime_models import save_reference_checkpoint
@@ -189,7 +190,8 @@ def test_output_folder_and_json_report(tmp_path: Path, checkpoint: Path, capsys:
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == "torch" and report["shared_idr"] is True and report["ok"] == 1
     (image,) = report["images"]
-    assert image["tiles"] == 4 and image["output_size"] == [40, 48] and image["output"].endswith("out/in.png")
+    assert image["tiles"] == 4 and image["tile_overlap"] == 4 and image["output_size"] == [40, 48]
+    assert image["output"].endswith("out/in.png")
     assert read_image(tmp_path / "out" / "in.png").shape == (48, 40, 3)
 
 
@@ -227,6 +229,7 @@ def test_help_explains_itself_and_defaults_match(capsys: pytest.CaptureFixture[s
     for flag in ("--tile-overlap", "--tile-batch", "--no-shared-idr", "--max-pixels", "--fp16", "--bf16", "--json"):
         assert flag in text
     assert runtime_cli.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
+    assert f"(default: {DEFAULT_OVERLAP}, at most half the tile)" in " ".join(text.split())
 
 
 # --------------------------------------------------------------------------- the real process

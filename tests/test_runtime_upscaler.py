@@ -12,6 +12,7 @@ import torch
 from lightbsr.runtime import IDR, Backend, Upscaler, memory
 from lightbsr.runtime.backend import load_backend
 from lightbsr.runtime.consistency import psnr
+from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 from runtime_models import reference_student
 
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, OutOfMemoryError
@@ -256,6 +257,15 @@ def test_bad_arrays_are_refused(image: np.ndarray, match: str) -> None:
 def test_bad_options_are_refused(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         Upscaler(PointwiseBackend(), **options)
+
+
+def test_default_overlap_adapts_to_small_tiles(lr_image: np.ndarray) -> None:
+    upscaler = Upscaler(PointwiseBackend(), tile=16)
+    upscaler.upscale_lr(lr_image)
+    assert upscaler.last_run.tile_overlap == 8
+    upscaler = Upscaler(PointwiseBackend(), tile=64 + 8)
+    upscaler.upscale_lr(np.zeros((3, 100, 20), dtype=np.float32))
+    assert upscaler.last_run.tile_overlap == DEFAULT_OVERLAP
 
 
 def test_tensorrt_backend_is_registered_but_not_built_yet(tmp_path: Any) -> None:
