@@ -197,9 +197,10 @@ class Upscaler:
         _, height, width = lr.shape
         tile, overlap = self._initial_tile(height, width)
         retries = 0
+        estimate: list[IDR] = []  # the shared estimate, kept across out-of-memory retries
         while True:
             try:
-                sr, tiles = self._run(lr, tile, overlap, progress)
+                sr, tiles = self._run(lr, tile, overlap, progress, estimate)
                 break
             except OutOfMemoryError:
                 raise
@@ -275,14 +276,18 @@ class Upscaler:
                 f"{self.backend.device}; use per-tile estimates (--no-shared-idr) or a smaller image"
             ) from err
 
-    def _run(self, lr: np.ndarray, tile: int | None, overlap: int, progress: Progress | None) -> tuple[np.ndarray, int]:
+    def _run(
+        self, lr: np.ndarray, tile: int | None, overlap: int, progress: Progress | None, estimate: list[IDR]
+    ) -> tuple[np.ndarray, int]:
         _, height, width = lr.shape
         if tile is None:
             sr = self.backend.forward(lr[None])[0]
             if progress:
                 progress(1, 1)
             return sr, 1
-        idr = self._shared_estimate(lr) if self.shared_idr else None
+        if self.shared_idr and not estimate:
+            estimate.append(self._shared_estimate(lr))
+        idr = estimate[0] if self.shared_idr else None
         tiles = plan_tiles(height, width, tile, overlap)
         blender = Blender(height, width, overlap, self.scale)
         for first in range(0, len(tiles), self.tile_batch):

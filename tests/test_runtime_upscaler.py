@@ -144,6 +144,7 @@ def test_out_of_memory_halves_the_tile_and_retries(lr_image: np.ndarray) -> None
     with pytest.warns(RuntimeWarning, match="retrying with tile 16"):
         out = upscaler.upscale_lr(lr_image)
     assert upscaler.last_run.retries == 1 and upscaler.last_run.tile == 16
+    assert backend.calls["estimate"] == 1  # the shared estimate survives the retry
     np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
 
 
