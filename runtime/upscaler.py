@@ -12,7 +12,11 @@ with the image (see :mod:`lightbsr.runtime.memory`); an image whose estimate doe
 fit is refused with a clear error rather than estimated differently.
 
 Tiles (:mod:`lightbsr.runtime.tiling`) overlap by ``tile_overlap`` LR pixels and are
-blended with a raised-cosine window; they are batched ``tile_batch`` at a time. With
+blended with a raised-cosine window that leaves out the outer quarter of each overlap;
+they are batched ``tile_batch`` at a time. Tiled output approximates whole-image output:
+the networks see a cut edge within their receptive field, and LightBSR's restorer also
+pools every adaptation block's features over the whole input (its channel attention),
+which a tile can only do over itself; a larger tile or overlap brings them closer. With
 ``tile=None`` the tile size comes from the device's free memory (the whole image if
 it fits); ``tile=0`` never tiles. On an out-of-memory error the tile is halved and the
 image is run again, with a warning, down to :data:`MIN_RETRY_TILE`.
@@ -43,8 +47,9 @@ MIN_RETRY_TILE = 16
 
 DEFAULT_OVERLAP = 24
 """Default tile overlap (LR pixels). With the trimmed window (zeros over the outer quarter of the overlap)
-the pixels kept are ≥ 6 LR pixels from a cut edge and fully weighted ≥ 18 away; with the reference
-weights on Set14 (tile 64) it gives 2.2 dB more than 16 and 0.7 dB more than 32 (see the issue-4 report)."""
+the pixels kept are ≥ 6 LR pixels from a cut edge and fully weighted ≥ 18 away. Measured with the
+reference-vector LightBSR weights, tile 64, on the first three Set14 images (σ = 2.4): tiled vs whole
+PSNR (clamped) 39.97 dB with overlap 16, 42.13 dB with 24, 41.40 dB with 32."""
 Progress = Callable[[int, int], None]
 """Called with (tiles done, tiles in the image) after each batch."""
 
