@@ -81,6 +81,15 @@ class Backend(abc.ABC):
         """LR → SR in one go (``restore(lr, estimate(lr))``)."""
         return self.restore(lr, self.estimate(lr))
 
+    @property
+    def can_estimate_in_tiles(self) -> bool:
+        """Whether :meth:`estimate_in_tiles` is available."""
+        return False
+
+    def estimate_in_tiles(self, lr: np.ndarray, tile: int) -> IDR:
+        """The IDR of :meth:`estimate`, computed ``tile`` × ``tile`` at a time (for images too large for one go)."""
+        raise NotImplementedError(f"the {self.name} backend cannot estimate in tiles")
+
     def free_memory(self) -> int | None:
         """Bytes free on this backend's device, or ``None`` if it cannot tell."""
         from lightbsr.runtime.memory import available_ram

@@ -14,7 +14,10 @@ kdsr        ≈ 8–11 KB        ≈ 2.8 KB
 The restorer's peak is the ×4 upsampler (256 channels at 2× resolution, 64 at 4×);
 the estimator is run once on the whole image when the estimate is shared, so its
 cost grows with the image, not with the tile: a 3840×2160 LR image needs about
-3.3 GB (LightBSR) or 23 GB (KDSR) for the estimate alone. We budget
+3.3 GB (LightBSR) or 23 GB (KDSR) for the estimate alone. Where that does not fit, the
+torch backend computes LightBSR's estimate exactly in tiles of :func:`estimate_tile`
+(its assembled features take ~8 floats per LR pixel); other backends and KDSR refuse
+the image with a clear error (per-tile estimates, ``--no-shared-idr``, still work). We budget
 ``RESTORE_BYTES_PER_PIXEL`` and ``ESTIMATE_BYTES_PER_PIXEL`` below (the measured
 figures rounded up) and use at most ``MEMORY_FRACTION`` of what the device reports free.
 
@@ -64,6 +67,13 @@ def restore_bytes(family: str, pixels: int, precision: str = "fp32") -> int:
 def estimate_bytes(family: str, pixels: int, precision: str = "fp32") -> int:
     """Budgeted peak bytes of estimating the IDR of an image of ``pixels`` LR pixels."""
     return ESTIMATE_BYTES_PER_PIXEL[family] * pixels * PRECISION_BYTES[precision] // 4
+
+
+def estimate_tile(family: str, free_bytes: int | None, precision: str = "fp32", context: int = 16) -> int:
+    """Side of the square tiles of a tiled estimate (multiple of 4, ≥ 16) that fit the free memory with ``context``."""
+    budget = MEMORY_FRACTION * (free_bytes if free_bytes is not None else FALLBACK_FREE_BYTES)
+    side = math.isqrt(int(budget / estimate_bytes(family, 1, precision))) - 2 * context
+    return max(16, min(side, 4096) // 4 * 4)
 
 
 def auto_tile(

@@ -7,9 +7,11 @@ restore under a different degradation, and would disagree where they meet. With
 ``shared_idr=True`` (the default) the estimator runs once on the whole LR image; each
 tile then gets its LR crop, the matching crop of the per-pixel IDR (LightBSR's
 ``idr_spatial``, at LR resolution) and the global IDR unchanged. ``shared_idr=False``
-estimates per tile, for comparison. The estimate itself is not tiled: its memory grows
-with the image (see :mod:`lightbsr.runtime.memory`); an image whose estimate does not
-fit is refused with a clear error rather than estimated differently.
+estimates per tile, for comparison. The estimate's memory grows with the image (see
+:mod:`lightbsr.runtime.memory`): where it does not fit in one go, a backend that can
+(torch, LightBSR) computes the very same estimate tile by tile
+(:meth:`Backend.estimate_in_tiles`); otherwise the image is refused with a clear error
+rather than estimated differently.
 
 Tiles (:mod:`lightbsr.runtime.tiling`) overlap by ``tile_overlap`` LR pixels and are
 blended with a raised-cosine window that leaves out the outer quarter of each overlap;
@@ -260,26 +262,30 @@ class Upscaler:
         return tile, overlap
 
     def _shared_estimate(self, lr: np.ndarray) -> IDR:
-        """The whole image's IDR, refusing images whose estimate cannot fit."""
+        """The whole image's IDR: in one go, or tile by tile where the backend can and one go does not fit."""
         _, height, width = lr.shape
         need = memory.estimate_bytes(self.family, height * width, self.backend.precision)
         free = self.backend.free_memory()
-        if free is not None and need > free:
+        if free is None or need <= free:
+            try:
+                return self.backend.estimate(lr[None])
+            except Exception as err:
+                if not self.backend.is_out_of_memory(err):
+                    raise
+                self.backend.release_memory()
+                if not self.backend.can_estimate_in_tiles:
+                    raise OutOfMemoryError(
+                        f"out of memory estimating the degradation of the whole {width}×{height} image on "
+                        f"{self.backend.device}; use per-tile estimates (--no-shared-idr) or a smaller image"
+                    ) from err
+        elif not self.backend.can_estimate_in_tiles:
             raise OutOfMemoryError(
                 f"the degradation estimate of a {width}×{height} image needs about {need / 2**30:.1f} GiB "
                 f"and {self.backend.device} has {free / 2**30:.1f} GiB free; use per-tile estimates "
                 "(--no-shared-idr) or a smaller image"
             )
-        try:
-            return self.backend.estimate(lr[None])
-        except Exception as err:
-            if not self.backend.is_out_of_memory(err):
-                raise
-            self.backend.release_memory()
-            raise OutOfMemoryError(
-                f"out of memory estimating the degradation of the whole {width}×{height} image on "
-                f"{self.backend.device}; use per-tile estimates (--no-shared-idr) or a smaller image"
-            ) from err
+        tile = memory.estimate_tile(self.family, free, self.backend.precision)
+        return self.backend.estimate_in_tiles(lr[None], tile)
 
     def _run(
         self, lr: np.ndarray, tile: int | None, overlap: int, progress: Progress | None, estimate: list[IDR]

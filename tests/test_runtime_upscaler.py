@@ -192,6 +192,27 @@ def test_shared_estimate_that_cannot_fit_is_refused(lr_image: np.ndarray) -> Non
     )  # per-tile estimates need no whole-image pass
 
 
+@pytest.mark.parametrize(("height", "width", "tile"), [(37, 41, 12), (50, 33, 8), (9, 7, 4), (40, 36, 64)])
+def test_lightbsr_estimate_in_tiles_equals_the_whole_estimate(height: int, width: int, tile: int) -> None:
+    backend = Upscaler(reference_student(), tile=0).backend
+    lr = np.random.default_rng(6).random((1, 3, height, width)).astype(np.float32)
+    whole, tiled = backend.estimate(lr), backend.estimate_in_tiles(lr, tile)
+    assert set(whole) == set(tiled) == {"idr_channel", "idr_spatial"}
+    for name in whole:
+        np.testing.assert_allclose(tiled[name], whole[name], rtol=1e-5, atol=1e-6)
+
+
+def test_estimate_too_large_for_memory_is_done_in_tiles(butterfly: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    upscaler = Upscaler(reference_student(), tile=24, tile_overlap=8)
+    lr = butterfly[:, :40, :40]
+    expected = upscaler.upscale_lr(lr)
+    calls = []
+    monkeypatch.setattr(upscaler.backend, "free_memory", lambda: 50_000)  # bytes: the 40² estimate needs ~0.8 MB
+    monkeypatch.setattr(upscaler.backend, "estimate", lambda lr: calls.append(lr) or {})
+    np.testing.assert_allclose(upscaler.upscale_lr(lr), expected, rtol=1e-4, atol=1e-4)
+    assert calls == []  # never tried in one go
+
+
 # --------------------------------------------------------------------------- image layouts
 
 
