@@ -38,3 +38,7 @@ class EngineMismatchError(LightBSRError):
 
 class DatasetError(LightBSRError):
     """A dataset folder is missing or holds no usable images."""
+
+
+class OutOfMemoryError(LightBSRError):
+    """The work does not fit in the device's memory, even after splitting it (smaller tiles)."""

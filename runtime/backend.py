@@ -1,0 +1,163 @@
+"""The backend interface and the registry that picks a backend module by name (no torch).
+
+A backend runs one model on one device and exposes the two halves the tiler needs:
+
+* ``estimate(lr) -> IDR``: ``lr`` is float32 ``(N, 3, H, W)`` in [0, 1]; the IDR is a dict
+  from the contract's tensor names (:func:`lightbsr.contract.idr_names`) to float32
+  arrays: ``idr_channel (N, 48)`` and ``idr_spatial (N, 8, H, W)`` for LightBSR,
+  ``idr (N, 64)`` for KDSR. Arrays with 4 dimensions are per-pixel at LR resolution
+  (the tiler crops them with the tile); the others are global (shared by every tile).
+* ``restore(lr, idr) -> sr``: float32 ``(N, 3, scale·H, scale·W)``, not clamped.
+
+Adding a backend is one module, ``lightbsr.runtime.<name>_backend``, listed in
+:data:`BACKENDS`, defining ``load(model_path, *, device, precision, **options) -> Backend``.
+The TensorRT backend is registered already; until its module exists, asking for it
+raises :class:`~lightbsr.errors.BackendUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lightbsr.errors import BackendUnavailableError, ConfigError
+
+IDR = dict[str, np.ndarray]
+
+BACKENDS: dict[str, str] = {
+    "torch": "lightbsr.runtime.torch_backend",
+    "onnxruntime": "lightbsr.runtime.onnxruntime_backend",
+    "tensorrt": "lightbsr.runtime.tensorrt_backend",
+}
+"""Backend name → module defining ``load(...)``; the order is the order ``auto`` prefers."""
+
+MODEL_SUFFIXES: dict[str, str] = {
+    ".safetensors": "torch",
+    ".onnx": "onnxruntime",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+}
+"""Model file suffix → the backend that runs it (what ``backend="auto"`` picks)."""
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class Backend(abc.ABC):
+    """One model on one device. Subclasses set the attributes in ``__init__``."""
+
+    name: ClassVar[str]
+    family: str
+    """``"lightbsr"`` or ``"kdsr"``."""
+    scale: int
+    device: str
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ..."""
+    precision: str
+    """``"fp32"``, ``"fp16"`` or ``"bf16"``: the precision the network computes in."""
+
+    @property
+    def device_kind(self) -> str:
+        """``"cuda"`` or ``"cpu"`` (what the memory model and tile caps key on)."""
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+    @property
+    def can_split(self) -> bool:
+        """Whether :meth:`estimate` and :meth:`restore` are available (else only :meth:`forward`)."""
+        return True
+
+    @abc.abstractmethod
+    def estimate(self, lr: np.ndarray) -> IDR:
+        """LR ``(N, 3, H, W)`` → IDR (see the module docstring)."""
+
+    @abc.abstractmethod
+    def restore(self, lr: np.ndarray, idr: IDR) -> np.ndarray:
+        """LR ``(N, 3, H, W)`` and its IDR → SR ``(N, 3, scale·H, scale·W)``, float32, unclamped."""
+
+    def forward(self, lr: np.ndarray) -> np.ndarray:
+        """LR → SR in one go (``restore(lr, estimate(lr))``)."""
+        return self.restore(lr, self.estimate(lr))
+
+    @property
+    def can_estimate_in_tiles(self) -> bool:
+        """Whether :meth:`estimate_in_tiles` is available."""
+        return False
+
+    def estimate_in_tiles(self, lr: np.ndarray, tile: int) -> IDR:
+        """The IDR of :meth:`estimate`, computed ``tile`` × ``tile`` at a time (for images too large for one go)."""
+        raise NotImplementedError(f"the {self.name} backend cannot estimate in tiles")
+
+    def free_memory(self) -> int | None:
+        """Bytes free on this backend's device, or ``None`` if it cannot tell."""
+        from lightbsr.runtime.memory import available_ram
+
+        return available_ram() if self.device_kind == "cpu" else None
+
+    def is_out_of_memory(self, err: BaseException) -> bool:
+        """Whether ``err`` is an allocation failure that a smaller tile may avoid."""
+        return isinstance(err, MemoryError)
+
+    def release_memory(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Give cached memory back after an out-of-memory error (before retrying)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: for logs and ``--json``."""
+        return {
+            "backend": self.name,
+            "family": self.family,
+            "scale": self.scale,
+            "device": self.device,
+            "precision": self.precision,
+        }
+
+
+def backend_for_model(path: str | os.PathLike[str]) -> str:
+    """The backend that runs a model file, from its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        known = ", ".join(f"{s} ({b})" for s, b in MODEL_SUFFIXES.items())
+        raise ConfigError(f"{path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
+    return MODEL_SUFFIXES[suffix]
+
+
+def load_backend(
+    name: str,
+    model_path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    precision: str | None = None,
+    **options: Any,
+) -> Backend:
+    """Open ``model_path`` with backend ``name`` (``"auto"``: by the file's suffix)."""
+    if name == "auto":
+        name = backend_for_model(model_path)
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    expected = backend_for_model(model_path)
+    if expected != name:
+        raise ConfigError(
+            f"{model_path}: the {name} backend does not run {Path(model_path).suffix} files "
+            f"(those run on the {expected} backend)"
+        )
+    module = _backend_module(name)
+    backend: Backend = module.load(model_path, device=device, precision=precision, **options)
+    return backend
+
+
+def _backend_module(name: str) -> Any:
+    module_name = BACKENDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            raise BackendUnavailableError(
+                f"the {name} backend is not part of this lightbsr build yet; use --backend onnxruntime or torch"
+            ) from err
+        raise BackendUnavailableError(
+            f"the {name} backend needs the Python package {err.name!r}, which is not installed"
+        ) from err

@@ -1,0 +1,288 @@
+"""``lightbsr upscale``: images or folders of images, on any backend (argparse only at import)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_PIXELS = 1 << 28  # = lightbsr.imageio.DEFAULT_MAX_PIXELS (not imported here: this module stays light)
+
+DESCRIPTION = """\
+Upscale images ×4 with a blind super-resolution model (LightBSR or KDSR student).
+
+IN and OUT are image files, or folders: every image in IN (PNG, JPEG, WebP, TIFF, BMP;
+not recursive) is upscaled into OUT under the same name; unreadable files are skipped
+with a warning and the command exits with status 2 at the end, saying how many failed.
+The output format follows OUT's extension (or --format for folders); 8/16-bit depth,
+grayscale and alpha are kept (alpha is resized with bicubic, not by the network) and
+EXIF orientation is applied. Outputs are written atomically: a failed or interrupted
+run leaves no partial file.
+
+Large images are cut into overlapping tiles blended with a smooth window; the
+degradation is estimated once per image and shared by all tiles (--no-shared-idr:
+per tile). Without --tile, the tile size follows the device's free memory (the whole
+image when it fits); out of memory, the tile is halved and the image retried.
+
+Models: a lightbsr checkpoint (.safetensors → torch backend), an ONNX export
+(.onnx → onnxruntime, with its split graphs MODEL.estimator.onnx/MODEL.restorer.onnx
+beside it), or a TensorRT engine (.engine/.plan → tensorrt). Without -m, the model
+bundled with lightbsr is used.
+
+examples:
+  lightbsr upscale -i photo.jpg -o photo_x4.png -m lightbsr_x4.safetensors
+  lightbsr upscale -i photos/ -o photos_x4/ -m lightbsr_x4.onnx --tile 256 --tile-batch 4 --json"""
+
+
+# Options whose default is said in their help text: argparse leaves them unset (SUPPRESS, so the
+# help shows no "(default: None)") and run_upscale fills these in.
+_UNSHOWN_DEFAULTS: dict[str, Any] = {
+    "model": None,
+    "tile": None,
+    "tile_overlap": None,
+    "format": None,
+    "providers": None,
+    "fp16": False,
+    "bf16": False,
+    "shared_idr": True,
+    "overwrite": False,
+    "json": False,
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from lightbsr.cli import add_command
+
+    p = add_command(subparsers, "upscale", "upscale images ×4 (files or folders)", DESCRIPTION)
+    p.argument_default = argparse.SUPPRESS
+    p.add_argument("-i", "--input", required=True, metavar="IN", help="image file or folder of images")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file, or folder")
+    p.add_argument("-m", "--model", help="model file: .safetensors, .onnx or .engine (default: the bundled model)")
+    p.add_argument(
+        "--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"), help="inference backend"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--tile", type=int, metavar="N", help="tile size in LR pixels; 0: never tile (default: from free memory)"
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        metavar="N",
+        help="overlap of neighbouring tiles in LR pixels (default: 24, at most half the tile)",
+    )
+    p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per backend call")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="compute in float16")
+    precision.add_argument("--bf16", action="store_true", help="compute in bfloat16 (torch backend)")
+    p.add_argument(
+        "--no-shared-idr",
+        dest="shared_idr",
+        action="store_false",
+        help="estimate the degradation per tile instead of once per image (for comparison)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="refuse inputs whose header declares more pixels than this (decompression bombs)",
+    )
+    p.add_argument("--format", metavar="EXT", help="output extension for folders, e.g. png (default: the input's)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (else: error; folders: skip)")
+    p.add_argument("--providers", metavar="LIST", help="onnxruntime execution providers, comma-separated")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    p.set_defaults(func=run_upscale)
+
+
+def run_upscale(args: argparse.Namespace) -> int:
+    import warnings
+
+    for name, value in _UNSHOWN_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+
+    import cv2
+
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)  # a corrupt file is reported once, by us, not by OpenCV's decoders
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            return _run(args)
+    finally:
+        log.setLogLevel(level)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    from tqdm import tqdm
+
+    text = " ".join(str(message).split())
+    tqdm.write(f"lightbsr: warning: {text}", file=sys.stderr)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    from lightbsr.errors import ConfigError
+
+    for name in ("tile", "tile_overlap"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 0, got {value}")
+    if args.tile_batch < 1:
+        raise ConfigError(f"--tile-batch must be ≥ 1, got {args.tile_batch}")
+    if args.max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be ≥ 1, got {args.max_pixels}")
+
+
+def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]:
+    """(input, output) pairs and whether IN is a folder; output formats are checked here, before any work."""
+    from lightbsr.errors import ConfigError, InputImageError
+    from lightbsr.imageio import WRITE_FORMATS, check_output_path
+
+    source, target = Path(args.input), Path(args.output)
+    suffix = None
+    if args.format:
+        suffix = "." + args.format.lower().lstrip(".")
+        check_output_path(Path("out" + suffix))
+    if not source.exists():
+        raise InputImageError(f"{source}: no such file or folder")
+    if source.is_dir():
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"{target}: IN is a folder, so OUT must be a folder")
+        if target.resolve() == source.resolve():
+            raise ConfigError(f"{target}: the output folder must differ from the input folder")
+        inputs = sorted(
+            p
+            for p in source.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in WRITE_FORMATS
+        )
+        if not inputs:
+            raise InputImageError(f"{source}: no images ({', '.join(WRITE_FORMATS)}) in the folder")
+        return [(p, target / (p.stem + (suffix or p.suffix))) for p in inputs], True
+    if target.is_dir():
+        target = target / (source.stem + (suffix or source.suffix))
+    check_output_path(target)
+    if target.resolve() == source.resolve():
+        raise ConfigError(f"{target}: the output would replace the input")
+    if target.exists() and not args.overwrite:
+        raise ConfigError(f"{target} exists; pass --overwrite to replace it")
+    return [(source, target)], False
+
+
+def _open_upscaler(args: argparse.Namespace) -> Any:
+    from lightbsr.runtime.backend import backend_for_model
+    from lightbsr.runtime.upscaler import Upscaler
+
+    from lightbsr.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    if args.providers:
+        backend = args.backend if args.backend != "auto" or not args.model else backend_for_model(args.model)
+        if backend != "onnxruntime":
+            raise ConfigError("--providers is for the onnxruntime backend")
+        options["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+    return Upscaler(
+        args.model,
+        backend=args.backend,
+        device=args.device,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        tile_batch=args.tile_batch,
+        precision="fp16" if args.fp16 else "bf16" if args.bf16 else None,
+        shared_idr=args.shared_idr,
+        **options,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lightbsr.errors import LightBSRError
+    from lightbsr.imageio import read_image
+
+    _check_options(args)
+    jobs, folder = _plan_jobs(args)
+    first_image = None if folder else read_image(jobs[0][0], args.max_pixels)  # a bad single input fails fast
+    upscaler = _open_upscaler(args)
+    records: list[dict[str, Any]] = []
+    bar = tqdm(jobs, desc="upscale", unit="img", file=sys.stderr, disable=None) if folder else jobs
+    for source, target in bar:
+        record: dict[str, Any] = {"input": str(source), "output": str(target)}
+        records.append(record)
+        if folder and target.exists() and not args.overwrite:
+            record["status"] = "skipped"
+            record["reason"] = "output exists (pass --overwrite to replace it)"
+            continue
+        try:
+            image = first_image if first_image is not None else read_image(source, args.max_pixels)
+            record |= _upscale_one(upscaler, image, target, tile_bar=not folder)
+            record["status"] = "ok"
+        except (LightBSRError, OSError) as err:
+            if not folder:
+                raise
+            message = " ".join(str(err).split()) or type(err).__name__
+            record |= {"status": "failed", "error": message}
+            tqdm.write(f"lightbsr: warning: skipped {source.name}: {message}", file=sys.stderr)
+    failed = sum(r["status"] == "failed" for r in records)
+    if args.json:
+        summary = {
+            "model": args.model,
+            **upscaler.describe(),
+            "images": records,
+            "ok": sum(r["status"] == "ok" for r in records),
+            "skipped": sum(r["status"] == "skipped" for r in records),
+            "failed": failed,
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        for r in records:
+            if r["status"] == "ok":
+                size = "{}×{} → {}×{}".format(*r["input_size"], *r["output_size"])
+                print(f"wrote {r['output']} ({size}, {r['seconds']:.2f} s)")
+            elif r["status"] == "skipped":
+                print(f"skipped {r['output']}: {r['reason']}")
+    if failed:
+        print(f"lightbsr: error: {failed} of {len(records)} images failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _upscale_one(upscaler: Any, image: Any, target: Path, *, tile_bar: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from lightbsr.imageio import write_image
+
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if total <= 1:
+            return
+        if bar is None:
+            bar = tqdm(total=total, desc="tiles", unit="tile", file=sys.stderr, disable=None, leave=False)
+        bar.update(done - bar.n)
+
+    start = time.perf_counter()
+    try:
+        result = upscaler.upscale(image, progress=progress if tile_bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_image(target, result)
+    info = upscaler.last_run
+    return {
+        "input_size": [int(image.shape[1]), int(image.shape[0])],
+        "output_size": [int(result.shape[1]), int(result.shape[0])],
+        "channels": 1 if result.ndim == 2 else int(result.shape[2]),
+        "bit_depth": 16 if result.dtype.itemsize == 2 else 8,
+        "tile": info.tile,
+        "tile_overlap": info.tile_overlap,
+        "tiles": info.tiles,
+        "retries": info.retries,
+        "seconds": round(time.perf_counter() - start, 3),
+    }

@@ -1,0 +1,296 @@
+"""ONNX Runtime backend: the exported graphs, on the TensorRT, CUDA or CPU execution provider (no torch).
+
+Given ``model.onnx`` it runs the split graphs ``model.estimator.onnx`` and
+``model.restorer.onnx`` beside it (names from :mod:`lightbsr.contract`) — which is
+what tiled inference with a shared degradation estimate needs — and falls back to
+the full graph alone (whole-image or per-tile estimates only) when they are absent.
+Passing a split graph's own path works too. Every graph must carry the contract's
+metadata (``lightbsr.graph``, ``lightbsr.family``, ``lightbsr.scale``) and tensor names;
+anything else is refused as "not a lightbsr graph".
+
+Graphs run in their own precision: a float16 graph gets float16 inputs. Asking for
+``fp16`` with a float32 graph is only possible on the TensorRT execution provider
+(which then builds float16 engines); ``bf16`` is not supported here.
+
+Execution providers, unless ``providers`` overrides them: ``device="cpu"`` → CPU;
+``"cuda"``/``"cuda:N"`` → TensorRT, CUDA (those available in this onnxruntime build),
+then CPU; ``"auto"`` → the same as cuda when the CUDA provider is available, else CPU.
+ONNX Runtime falls back along that list by itself when a provider cannot start; the
+providers really in use are in :meth:`describe`. The TensorRT provider builds an
+engine per input shape (cached under ``$XDG_CACHE_HOME/lightbsr/ort-trt``): tiled
+inference keeps the shapes few.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightbsr.runtime.backend import IDR, Backend
+
+from lightbsr import contract
+from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
+
+try:
+    import onnxruntime as ort
+except ImportError as _err:  # pragma: no cover - onnxruntime is a dependency; slim installs may lack it
+    raise ModuleNotFoundError("onnxruntime is not installed", name="onnxruntime") from _err
+
+TRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+_OOM_MESSAGES = ("failed to allocate memory", "out of memory", "bad_alloc", "bad allocation", "alloc_failed")
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def graph_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """(full, estimator, restorer) paths for a model path, which may name any of the three."""
+    path = Path(path)
+    name = path.name
+    for graph in (contract.GRAPH_ESTIMATOR, contract.GRAPH_RESTORER):
+        tag = f".{graph}{path.suffix}"
+        if name.endswith(tag):
+            path = path.with_name(name[: -len(tag)] + path.suffix)
+            break
+    estimator, restorer = contract.split_paths(path)
+    return path, estimator, restorer
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lightbsr" / "ort-trt"
+
+
+def choose_providers(device: str, precision: str | None) -> list[Any]:
+    """Execution providers (with options) for ``device``, in order of preference."""
+    available = ort.get_available_providers()
+    gpu = [p for p in (TRT_EP, CUDA_EP) if p in available]
+    if device == "cpu":
+        return [CPU_EP]
+    if device == "auto":
+        if CUDA_EP not in available:
+            return [CPU_EP]
+        device = "cuda"
+    if not device.startswith("cuda"):
+        raise ConfigError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or auto")
+    if CUDA_EP not in available:
+        raise BackendUnavailableError(
+            "CUDA was asked for, but this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)"
+        )
+    _, _, index = device.partition(":")
+    device_id = int(index) if index.isdigit() else 0
+    providers: list[Any] = []
+    for name in gpu:
+        options: dict[str, Any] = {"device_id": device_id}
+        if name == TRT_EP:
+            options |= {
+                "trt_fp16_enable": precision == "fp16",
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(_cache_dir()),
+            }
+        providers.append((name, options))
+    return [*providers, CPU_EP]
+
+
+class _Graph:
+    """One ONNX Runtime session with the contract checked."""
+
+    def __init__(self, path: Path, graph: str, providers: list[Any], threads: int | None) -> None:
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; fallbacks are reported by describe()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+            raise ModelFileError(f"{path}: not a loadable ONNX model ({_first_line(err)})") from err
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if contract.META_GRAPH not in meta:
+            raise ModelFileError(f"{path}: not a lightbsr graph (no {contract.META_GRAPH} metadata)")
+        if meta[contract.META_GRAPH] != graph:
+            raise ModelFileError(f"{path}: a lightbsr {meta[contract.META_GRAPH]} graph, not the {graph} graph")
+        self.family = meta.get(contract.META_FAMILY, "")
+        if self.family not in ("lightbsr", "kdsr"):
+            raise ModelFileError(f"{path}: unknown model family {self.family!r} in {contract.META_FAMILY}")
+        try:
+            self.scale = int(meta.get(contract.META_SCALE, ""))
+        except ValueError as err:
+            raise ModelFileError(f"{path}: bad {contract.META_SCALE} metadata") from err
+        self.source = meta.get(contract.META_SOURCE_SHA256, "")
+        self.path = path
+        self.inputs = {i.name: i.type for i in self.session.get_inputs()}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        idr = contract.idr_names(self.family)
+        expected_in, expected_out = {
+            contract.GRAPH_FULL: ((contract.INPUT_LR,), (contract.OUTPUT_SR,)),
+            contract.GRAPH_ESTIMATOR: ((contract.INPUT_LR,), idr),
+            contract.GRAPH_RESTORER: ((contract.INPUT_LR, *idr), (contract.OUTPUT_SR,)),
+        }[graph]
+        if set(self.inputs) != set(expected_in) or list(self.outputs) != list(expected_out):
+            raise ModelFileError(
+                f"{path}: tensors {sorted(self.inputs)} → {self.outputs} do not match the lightbsr {graph} graph "
+                f"({list(expected_in)} → {list(expected_out)})"
+            )
+        for name, kind in self.inputs.items():
+            if kind not in _NUMPY_TYPES:
+                raise ModelFileError(f"{path}: input {name!r} is {kind}; expected float or float16")
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.inputs[contract.INPUT_LR] == "tensor(float16)" else "fp32"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        typed = {
+            name: np.ascontiguousarray(value, dtype=_NUMPY_TYPES[self.inputs[name]]) for name, value in feeds.items()
+        }
+        return [np.asarray(out, dtype=np.float32) for out in self.session.run(self.outputs, typed)]
+
+
+class OnnxRuntimeBackend(Backend):
+    """Split (estimator + restorer) or full lightbsr ONNX graphs on ONNX Runtime."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        precision: str | None = None,
+        providers: list[Any] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if precision == "bf16":
+            raise ConfigError("the onnxruntime backend does not run bf16; use fp32/fp16 graphs, or the torch backend")
+        full, estimator, restorer = graph_paths(model_path)
+        chosen = providers if providers is not None else choose_providers(device, precision)
+        self.estimator: _Graph | None = None
+        self.restorer: _Graph | None = None
+        self.full: _Graph | None = None
+        if estimator.is_file() and restorer.is_file():
+            self.estimator = _Graph(estimator, contract.GRAPH_ESTIMATOR, chosen, threads)
+            self.restorer = _Graph(restorer, contract.GRAPH_RESTORER, chosen, threads)
+            graphs = [self.estimator, self.restorer]
+            if (self.estimator.family, self.estimator.scale, self.estimator.source) != (
+                self.restorer.family,
+                self.restorer.scale,
+                self.restorer.source,
+            ):
+                raise ModelFileError(f"{estimator} and {restorer} were not exported from the same model")
+        elif full.is_file():
+            self.full = _Graph(full, contract.GRAPH_FULL, chosen, threads)
+            graphs = [self.full]
+        else:
+            raise ModelFileError(
+                f"{model_path}: no such model (looked for {full.name}, or {estimator.name} + {restorer.name})"
+            )
+        first = graphs[0]
+        self.family, self.scale, self.paths = first.family, first.scale, [g.path for g in graphs]
+        self.providers = list(first.session.get_providers())
+        self.device = "cpu" if self.providers[0] == CPU_EP else _device_of(chosen, device)
+        graph_precision = first.precision
+        if precision in (None, graph_precision):
+            self.precision = graph_precision
+        elif precision == "fp16" and self.providers[0] == TRT_EP:
+            self.precision = "fp16"  # TensorRT builds float16 engines from the float32 graph
+        else:
+            raise ConfigError(
+                f"{first.path} is an {graph_precision} graph; the onnxruntime backend runs graphs in their own "
+                f"precision (export an {precision} graph, or use the TensorRT execution provider for fp16)"
+            )
+        if chosen and _provider_name(chosen[0]) != self.providers[0]:
+            warnings.warn(
+                f"onnxruntime could not start {_provider_name(chosen[0])}; running on {self.providers[0]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def can_split(self) -> bool:
+        return self.estimator is not None
+
+    def _require_split(self) -> tuple[_Graph, _Graph]:
+        if self.estimator is None or self.restorer is None:
+            raise ModelFileError(
+                f"{self.paths[0]} has no split graphs beside it ({contract.GRAPH_ESTIMATOR}/{contract.GRAPH_RESTORER}"
+                " .onnx): a shared degradation estimate needs them; re-export the model, or use per-tile estimates"
+            )
+        return self.estimator, self.restorer
+
+    def estimate(self, lr: np.ndarray) -> IDR:
+        estimator, _ = self._require_split()
+        return dict(zip(estimator.outputs, estimator.run({contract.INPUT_LR: lr}), strict=True))
+
+    def restore(self, lr: np.ndarray, idr: IDR) -> np.ndarray:
+        _, restorer = self._require_split()
+        feeds = {contract.INPUT_LR: lr, **{name: idr[name] for name in contract.idr_names(self.family)}}
+        return restorer.run(feeds)[0]
+
+    def forward(self, lr: np.ndarray) -> np.ndarray:
+        if self.full is not None:
+            return self.full.run({contract.INPUT_LR: lr})[0]
+        return super().forward(lr)
+
+    def free_memory(self) -> int | None:
+        if self.device_kind == "cuda":
+            return _cuda_free_memory()
+        return super().free_memory()
+
+    def is_out_of_memory(self, err: BaseException) -> bool:
+        return isinstance(err, MemoryError) or any(m in str(err).lower() for m in _OOM_MESSAGES)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "providers": self.providers, "graphs": [str(p) for p in self.paths]}
+
+
+def _provider_name(provider: Any) -> str:
+    return str(provider[0] if isinstance(provider, tuple) else provider)
+
+
+def _device_of(providers: list[Any], device: str) -> str:
+    for provider in providers:
+        if isinstance(provider, tuple) and "device_id" in provider[1]:
+            return f"cuda:{provider[1]['device_id']}"
+    return device if device.startswith("cuda") else "cuda"
+
+
+def _cuda_free_memory() -> int | None:
+    """Free bytes on the current CUDA device via cuda-python, when installed (torch is not assumed here)."""
+    try:
+        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            return None
+    try:
+        err, free, _ = cudart.cudaMemGetInfo()  # of the current device
+    except Exception:  # a driver problem only loses the memory estimate
+        return None
+    return int(free) if int(err) == 0 else None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def load(
+    model_path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    precision: str | None = None,
+    providers: list[Any] | None = None,
+    threads: int | None = None,
+    **options: Any,
+) -> OnnxRuntimeBackend:
+    """An ONNX Runtime backend for ``model.onnx`` (split graphs beside it preferred)."""
+    if options:
+        known = "providers, threads"
+        raise ConfigError(f"unknown onnxruntime backend option(s) {', '.join(sorted(options))}; known: {known}")
+    return OnnxRuntimeBackend(model_path, device=device, precision=precision, providers=providers, threads=threads)
