@@ -131,9 +131,8 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lightbsr.export.precision import quantize_fp16, quantize_int8
-
     from lightbsr.errors import ConfigError
+    from lightbsr.export.precision import quantize_fp16, quantize_int8
 
     precision = "fp16" if args.fp16 else "int8"
     output = args.output or str(Path(args.model).with_suffix(f".{precision}.onnx"))

@@ -175,10 +175,9 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
 
 
 def _open_upscaler(args: argparse.Namespace) -> Any:
+    from lightbsr.errors import ConfigError
     from lightbsr.runtime.backend import backend_for_model
     from lightbsr.runtime.upscaler import Upscaler
-
-    from lightbsr.errors import ConfigError
 
     options: dict[str, Any] = {}
     if args.providers:

@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightbsr.runtime.upscaler import Upscaler
 
 from lightbsr.degradation import benchmark_pair, isotropic_kernel
 from lightbsr.evaluation import list_images, read_image_rgb8
 from lightbsr.files import atomic_output
+from lightbsr.runtime.upscaler import Upscaler
 
 SCALE = 4
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightbsr.runtime.backend import IDR, Backend
 
 from lightbsr import contract
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
+from lightbsr.runtime.backend import IDR, Backend
 
 try:
     import onnxruntime as ort

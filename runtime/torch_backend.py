@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightbsr.runtime.backend import IDR, Backend
 from torch import nn
 
 from lightbsr.contract import idr_names
 from lightbsr.errors import BackendUnavailableError, ConfigError
 from lightbsr.models import KDSR, KDSRTeacher, LightBSR, LightBSRTeacher
+from lightbsr.runtime.backend import IDR, Backend
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 ESTIMATE_MARGIN = 16

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightbsr.runtime import memory
-from lightbsr.runtime.backend import IDR, Backend, backend_for_model, load_backend
-from lightbsr.runtime.tiling import Blender, plan_tiles
 
 from lightbsr.contract import GRAPH_ESTIMATOR
 from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
+from lightbsr.runtime import memory
+from lightbsr.runtime.backend import IDR, Backend, backend_for_model, load_backend
+from lightbsr.runtime.tiling import Blender, plan_tiles
 
 __all__ = ["MIN_RETRY_TILE", "RunInfo", "Upscaler"]
 

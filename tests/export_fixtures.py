@@ -57,9 +57,8 @@ def reference_checkpoint(folder: Path, arch: str) -> tuple[Path, nn.Module]:
 
 
 def _export(folder: Path, arch: str) -> Exported:
-    from lightbsr.export import export_onnx
-
     from lightbsr.cli import main
+    from lightbsr.export import export_onnx
 
     checkpoint, model = reference_checkpoint(folder, arch)
     onnx_path = folder / f"{arch}.onnx"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from export_fixtures import Exported
-from lightbsr.export import compare
 
 from lightbsr.cli import main
+from lightbsr.export import compare
 
 pytest_plugins = ["export_fixtures"]
 

@@ -11,8 +11,6 @@ import onnx
 import pytest
 import torch
 from export_fixtures import Exported, reference_checkpoint, tiny_lightbsr
-from lightbsr.export import export_onnx, read_onnx_metadata
-from lightbsr.export._ort import ort_session, run
 from reference import reference_io, reference_state_dict, relative_error
 from safetensors.torch import save_file
 
@@ -20,6 +18,8 @@ from lightbsr import contract
 from lightbsr.checkpoint import save_checkpoint
 from lightbsr.cli import main
 from lightbsr.errors import ConfigError, ModelFileError
+from lightbsr.export import export_onnx, read_onnx_metadata
+from lightbsr.export._ort import ort_session, run
 from lightbsr.files import sha256_file
 from lightbsr.models import REFERENCE_ARCHS, ModelConfig, load_reference_checkpoint
 

@@ -10,14 +10,14 @@ import onnx
 import pytest
 import torch
 from export_fixtures import Exported
-from lightbsr.export import calibration_crops, quantize_fp16, quantize_int8, read_onnx_metadata
-from lightbsr.export._ort import ort_session, run
-from lightbsr.export.precision import FP16_KEEP_FP32_OPS, boundary_nodes
 from onnx import TensorProto, numpy_helper
 from reference import relative_error
 
 from lightbsr import contract
 from lightbsr.errors import ConfigError, ModelFileError
+from lightbsr.export import calibration_crops, quantize_fp16, quantize_int8, read_onnx_metadata
+from lightbsr.export._ort import ort_session, run
+from lightbsr.export.precision import FP16_KEEP_FP32_OPS, boundary_nodes
 
 pytest_plugins = ["export_fixtures"]
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from lightbsr.runtime import cli as runtime_cli
-from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 from PIL import Image
 from reference import reference_state_dict
 from runtime_models import save_reference_checkpoint
@@ -21,6 +19,8 @@ from test_runtime_imageio import png_header_only, random_image, save_with_orient
 
 from lightbsr.cli import main
 from lightbsr.imageio import DEFAULT_MAX_PIXELS, read_image, write_image
+from lightbsr.runtime import cli as runtime_cli
+from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from lightbsr.runtime import Upscaler, onnxruntime_backend
-from lightbsr.runtime.consistency import psnr
 from runtime_models import export_onnx, reference_student, save_reference_checkpoint, set_metadata
 from torch import nn
 
 from lightbsr import contract
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
+from lightbsr.runtime import Upscaler, onnxruntime_backend
+from lightbsr.runtime.consistency import psnr
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCH = "lightbsr_student_x4"

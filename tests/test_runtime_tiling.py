@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from lightbsr.runtime import tiling
 from lightbsr.runtime.tiling import Blender, Tile, axis_starts, plan_tiles, raised_cosine_ramp, tile_window
 

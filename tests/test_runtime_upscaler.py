@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from lightbsr.runtime import IDR, Backend, Upscaler, memory
-from lightbsr.runtime.backend import load_backend
-from lightbsr.runtime.consistency import psnr
-from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 from runtime_models import reference_student
 
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, OutOfMemoryError
 from lightbsr.models import build_model
+from lightbsr.runtime import IDR, Backend, Upscaler, memory
+from lightbsr.runtime.backend import load_backend
+from lightbsr.runtime.consistency import psnr
+from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 
 SCALE = 4
 
