@@ -19,7 +19,13 @@ from lightbsr._version import __version__
 from lightbsr.errors import LightBSRError
 
 EXIT_USAGE = 2
-STAGE_CLIS = ("lightbsr.runtime.cli", "lightbsr.export.cli", "lightbsr.training.cli", "lightbsr.benchmarks.cli")
+STAGE_CLIS = (
+    "lightbsr.runtime.cli",
+    "lightbsr.export.cli",
+    "lightbsr.export.tensorrt.cli",
+    "lightbsr.training.cli",
+    "lightbsr.benchmarks.cli",
+)
 
 DESCRIPTION = """\
 lightbsr: deploy lightweight ×4 blind super-resolution (LightBSR, KDSR).

@@ -36,6 +36,10 @@ class EngineMismatchError(LightBSRError):
     """A TensorRT engine was built for another GPU, TensorRT version or model."""
 
 
+class EngineBuildError(LightBSRError):
+    """TensorRT could not build an engine from a (parsed) network."""
+
+
 class DatasetError(LightBSRError):
     """A dataset folder is missing or holds no usable images."""
 
