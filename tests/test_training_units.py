@@ -300,3 +300,20 @@ def test_teacher_objective_momentum_queue_and_stage_parameters() -> None:
     assert set(losses) == {"loss", "contrast"} and losses["loss"].requires_grad
     assert int(model.queue_ptr) == 3 and torch.equal(model.queue[:, 3:], queue[:, 3:])
     assert not torch.equal(model.queue[:, :3], queue[:, :3])
+
+
+def test_load_teacher_checks_family_setting_and_scale(tmp_path: Path) -> None:
+    from lightbsr.training.trainer import load_teacher
+
+    from lightbsr.checkpoint import save_checkpoint
+    from lightbsr.models import ModelConfig
+
+    config = ModelConfig("lightbsr", "teacher", 4, 2)
+    path = save_checkpoint(tmp_path / "t.safetensors", build_model(config), config)
+    model, loaded, _ = load_teacher(str(path), "lightbsr", 2, 4)
+    assert loaded == config and not model.training
+    for arch, setting, scale, message in (("kdsr", 2, 4, "not a kdsr teacher"), ("lightbsr", 1, 4, "setting-2")):
+        with pytest.raises(CheckpointError, match=message):
+            load_teacher(str(path), arch, setting, scale)
+    with pytest.raises(CheckpointError, match="neither a resume state"):
+        load_teacher(str(tmp_path), "lightbsr", 2, 4)

@@ -44,6 +44,7 @@ __all__ = [
     "latest_state_dir",
     "load_optimizer_state",
     "optimizer_state_tensors",
+    "read_manifest",
     "read_shards",
     "read_state",
     "restore_rng",
@@ -262,13 +263,19 @@ def write_state(
     return final
 
 
-def read_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(manifest, model state, optimizer tensors) of a resume-state folder."""
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a resume-state folder (checked to be one)."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{folder}: unreadable manifest.json ({err})") from err
-    if manifest.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{folder}: not a lightbsr training state (format {manifest.get('format')!r})")
+    if not isinstance(manifest, dict) or manifest.get("format") != STATE_FORMAT or "files" not in manifest:
+        raise CheckpointError(f"{folder}: not a lightbsr training state")
+    return manifest
+
+
+def read_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(manifest, model state, optimizer tensors) of a resume-state folder."""
+    manifest = read_manifest(folder)
     files = manifest["files"]
     return manifest, read_shards(folder, files["model"]), read_shards(folder, files["optimizer"])

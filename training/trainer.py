@@ -319,7 +319,7 @@ def load_teacher(spec: str, arch: str, setting: int, scale: int) -> tuple[nn.Mod
     if path.is_dir():
         folder = run_state.latest_state_dir(path)
         if folder is not None:
-            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest = run_state.read_manifest(folder)
             weights = run_state.read_shards(folder, manifest["files"]["model"])
             config = ModelConfig.from_dict(manifest["model_config"])
             done, total = manifest["iteration"], manifest["config"]["iterations"]
