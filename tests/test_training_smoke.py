@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightbsr.training.state import MAX_FILE_BYTES
-from lightbsr.training.trainer import Schedule
 from safetensors.torch import load_file
 
 from lightbsr.checkpoint import load_checkpoint, read_checkpoint
 from lightbsr.cli import main
 from lightbsr.degradation import isotropic_kernel
+from lightbsr.training.state import MAX_FILE_BYTES
+from lightbsr.training.trainer import Schedule
 
 DATA = Path(__file__).parent / "data"
 TRAIN = DATA / "train"

@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from lightbsr import degradation as D
+from lightbsr.errors import CheckpointError, ConfigError, DatasetError
+from lightbsr.models import build_model
 from lightbsr.training import state as S
 from lightbsr.training.data import (
     CropDataset,
@@ -24,10 +28,6 @@ from lightbsr.training.data import (
 from lightbsr.training.losses import distillation_kl, idr_distillation, moco_info_nce
 from lightbsr.training.objectives import LightBSRTeacherObjective, init_student_from_teacher
 from lightbsr.training.trainer import Schedule, TrainConfig, _merge_resumed
-
-from lightbsr import degradation as D
-from lightbsr.errors import CheckpointError, ConfigError, DatasetError
-from lightbsr.models import build_model
 
 TRAIN = Path(__file__).parent / "data" / "train"
 
@@ -303,10 +303,9 @@ def test_teacher_objective_momentum_queue_and_stage_parameters() -> None:
 
 
 def test_load_teacher_checks_family_setting_and_scale(tmp_path: Path) -> None:
-    from lightbsr.training.trainer import load_teacher
-
     from lightbsr.checkpoint import save_checkpoint
     from lightbsr.models import ModelConfig
+    from lightbsr.training.trainer import load_teacher
 
     config = ModelConfig("lightbsr", "teacher", 4, 2)
     path = save_checkpoint(tmp_path / "t.safetensors", build_model(config), config)
