@@ -23,9 +23,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_umask())  # mkstemp (and some writers) create 0600; give what open() would
         tmp.replace(target)
     except BaseException:
         tmp.unlink(missing_ok=True)

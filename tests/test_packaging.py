@@ -110,7 +110,10 @@ def test_atomic_output_gives_normal_permissions(tmp_path: Path) -> None:
     from lightbsr.files import atomic_output
 
     with atomic_output(tmp_path / "x.bin") as tmp:
-        tmp.write_bytes(b"1")
+        tmp.unlink()  # like writers that replace the file (safetensors does), creating it 0600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"1")
+        os.close(fd)
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o666 & ~mask
