@@ -11,8 +11,8 @@ A backend runs one model on one device and exposes the two halves the tiler need
 
 Adding a backend is one module, ``lightbsr.runtime.<name>_backend``, listed in
 :data:`BACKENDS`, defining ``load(model_path, *, device, precision, **options) -> Backend``.
-The TensorRT backend is registered already; until its module exists, asking for it
-raises :class:`~lightbsr.errors.BackendUnavailableError`.
+A backend whose inputs have a limited size (TensorRT engines: their shape profiles)
+says so with :attr:`Backend.max_input_size`, and the tiler keeps its tiles within it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lightbsr import contract
 from lightbsr.errors import BackendUnavailableError, ConfigError
 
 IDR = dict[str, np.ndarray]
@@ -44,6 +45,9 @@ MODEL_SUFFIXES: dict[str, str] = {
 }
 """Model file suffix → the backend that runs it (what ``backend="auto"`` picks)."""
 
+BUILDS_FROM: dict[str, tuple[str, ...]] = {"tensorrt": (".onnx",)}
+"""Backends that also take another kind of model file, converted when loaded (TensorRT builds engines from ONNX)."""
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -57,7 +61,8 @@ class Backend(abc.ABC):
     device: str
     """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ..."""
     precision: str
-    """``"fp32"``, ``"fp16"`` or ``"bf16"``: the precision the network computes in."""
+    """``"fp32"``, ``"fp16"`` or ``"bf16"`` (``"int8"``: a quantized TensorRT engine): the precision the network
+    computes in."""
 
     @property
     def device_kind(self) -> str:
@@ -80,6 +85,14 @@ class Backend(abc.ABC):
     def forward(self, lr: np.ndarray) -> np.ndarray:
         """LR → SR in one go (``restore(lr, estimate(lr))``)."""
         return self.restore(lr, self.estimate(lr))
+
+    @property
+    def max_input_size(self) -> tuple[int, int] | None:
+        """Largest LR ``(height, width)`` one :meth:`restore`/:meth:`forward` call takes, or ``None``: no limit.
+
+        The tiler caps its tiles to fit (a TensorRT engine accepts only the shapes of its profiles).
+        """
+        return None
 
     @property
     def can_estimate_in_tiles(self) -> bool:
@@ -114,6 +127,22 @@ class Backend(abc.ABC):
         }
 
 
+def split_model_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """(full, estimator, restorer) paths of a model given any of them (``model.onnx``, ``model.estimator.engine``).
+
+    The split files sit beside the full one, named by :func:`lightbsr.contract.split_paths`.
+    """
+    path = Path(path)
+    name = path.name
+    for graph in (contract.GRAPH_ESTIMATOR, contract.GRAPH_RESTORER):
+        tag = f".{graph}{path.suffix}"
+        if name.endswith(tag):
+            path = path.with_name(name[: -len(tag)] + path.suffix)
+            break
+    estimator, restorer = contract.split_paths(path)
+    return path, estimator, restorer
+
+
 def backend_for_model(path: str | os.PathLike[str]) -> str:
     """The backend that runs a model file, from its suffix."""
     suffix = Path(path).suffix.lower()
@@ -139,7 +168,7 @@ def load_backend(
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     expected = backend_for_model(model_path)
-    if expected != name:
+    if expected != name and Path(model_path).suffix.lower() not in BUILDS_FROM.get(name, ()):
         raise ConfigError(
             f"{model_path}: the {name} backend does not run {Path(model_path).suffix} files "
             f"(those run on the {expected} backend)"

@@ -29,12 +29,22 @@ image when it fits); out of memory, the tile is halved and the image retried.
 
 Models: a lightbsr checkpoint (.safetensors → torch backend), an ONNX export
 (.onnx → onnxruntime, with its split graphs MODEL.estimator.onnx/MODEL.restorer.onnx
-beside it), or a TensorRT engine (.engine/.plan → tensorrt). Without -m, the model
-bundled with lightbsr is used.
+beside it), or a TensorRT engine (.engine/.plan → tensorrt, with MODEL.estimator.engine/
+MODEL.restorer.engine beside it; its MODEL.engine.json sidecar is checked first). Without
+-m, the model bundled with lightbsr is used.
+
+TensorRT from ONNX: --backend tensorrt -m MODEL.onnx builds engines for the split graphs
+(else the full graph) on first use, with shape profiles fitted to the input images and
+tiling options (opt = max = the tile, batch up to --tile-batch; the estimator takes the
+whole image, its longest side rounded up to a power of two), and reuses them from the
+engine cache (--engine-cache) while the ONNX, TensorRT, GPU and settings are the same.
+--fp16 builds FP16 engines on TensorRT 10; TensorRT 11 takes the precision from the ONNX
+(convert it with `lightbsr quantize --fp16`).
 
 examples:
   lightbsr upscale -i photo.jpg -o photo_x4.png -m lightbsr_x4.safetensors
-  lightbsr upscale -i photos/ -o photos_x4/ -m lightbsr_x4.onnx --tile 256 --tile-batch 4 --json"""
+  lightbsr upscale -i photos/ -o photos_x4/ -m lightbsr_x4.onnx --tile 256 --tile-batch 4 --json
+  lightbsr upscale -i photo.jpg -o photo_x4.png -m lightbsr_x4.onnx --backend tensorrt --tile 256"""
 
 
 # Options whose default is said in their help text: argparse leaves them unset (SUPPRESS, so the
@@ -45,6 +55,7 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
     "tile_overlap": None,
     "format": None,
     "providers": None,
+    "engine_cache": None,
     "fp16": False,
     "bf16": False,
     "shared_idr": True,
@@ -94,6 +105,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", metavar="EXT", help="output extension for folders, e.g. png (default: the input's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (else: error; folders: skip)")
     p.add_argument("--providers", metavar="LIST", help="onnxruntime execution providers, comma-separated")
+    p.add_argument(
+        "--engine-cache",
+        metavar="DIR",
+        help="where --backend tensorrt keeps the engines it builds from an ONNX model "
+        "(default: $LIGHTBSR_CACHE, else ~/.cache/lightbsr/engines)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     p.set_defaults(func=run_upscale)
 
@@ -174,17 +191,30 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
     return [(source, target)], False
 
 
-def _open_upscaler(args: argparse.Namespace) -> Any:
+def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
     from lightbsr.errors import ConfigError
     from lightbsr.runtime.backend import backend_for_model
     from lightbsr.runtime.upscaler import Upscaler
 
     options: dict[str, Any] = {}
+    backend = args.backend if args.backend != "auto" or not args.model else backend_for_model(args.model)
     if args.providers:
-        backend = args.backend if args.backend != "auto" or not args.model else backend_for_model(args.model)
         if backend != "onnxruntime":
             raise ConfigError("--providers is for the onnxruntime backend")
         options["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+    if args.engine_cache is not None:
+        if backend != "tensorrt":
+            raise ConfigError("--engine-cache is for the tensorrt backend")
+        options["engine_cache"] = args.engine_cache
+    if backend == "tensorrt" and args.model and Path(args.model).suffix.lower() == ".onnx":
+        from lightbsr.runtime.tensorrt_backend import engine_shapes
+
+        options["engine_shapes"] = engine_shapes(
+            _image_sizes(inputs, args.max_pixels),
+            tile=args.tile,
+            tile_batch=args.tile_batch,
+            shared_idr=args.shared_idr,
+        )
     return Upscaler(
         args.model,
         backend=args.backend,
@@ -207,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     jobs, folder = _plan_jobs(args)
     first_image = None if folder else read_image(jobs[0][0], args.max_pixels)  # a bad single input fails fast
-    upscaler = _open_upscaler(args)
+    upscaler = _open_upscaler(args, [source for source, _ in jobs])
     records: list[dict[str, Any]] = []
     bar = tqdm(jobs, desc="upscale", unit="img", file=sys.stderr, disable=None) if folder else jobs
     for source, target in bar:
@@ -249,6 +279,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lightbsr: error: {failed} of {len(records)} images failed", file=sys.stderr)
         return 2
     return 0
+
+
+def _image_sizes(paths: list[Path], max_pixels: int) -> list[tuple[int, int]]:
+    """(height, width) of each readable input, from its header (for the TensorRT engines' shape profiles)."""
+    from lightbsr.errors import InputImageError
+    from lightbsr.imageio import probe_image
+
+    sizes = []
+    for path in paths:
+        try:
+            header = probe_image(path, max_pixels)
+        except InputImageError:
+            continue  # reported when the image itself is read
+        sizes.append((header.height, header.width))
+    return sizes
 
 
 def _upscale_one(upscaler: Any, image: Any, target: Path, *, tile_bar: bool) -> dict[str, Any]:

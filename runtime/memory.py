@@ -36,7 +36,7 @@ from pathlib import Path
 
 RESTORE_BYTES_PER_PIXEL = {"lightbsr": 12 * 1024, "kdsr": 12 * 1024}
 ESTIMATE_BYTES_PER_PIXEL = {"lightbsr": 512, "kdsr": 3 * 1024}
-PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 2}  # int8 engines keep some layers in fp16/fp32
 MEMORY_FRACTION = 0.5
 TILE_MULTIPLE = 16
 MIN_TILE = 32

@@ -32,7 +32,7 @@ import numpy as np
 
 from lightbsr import contract
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
-from lightbsr.runtime.backend import IDR, Backend
+from lightbsr.runtime.backend import IDR, Backend, split_model_paths
 
 try:
     import onnxruntime as ort
@@ -48,15 +48,7 @@ _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 def graph_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
     """(full, estimator, restorer) paths for a model path, which may name any of the three."""
-    path = Path(path)
-    name = path.name
-    for graph in (contract.GRAPH_ESTIMATOR, contract.GRAPH_RESTORER):
-        tag = f".{graph}{path.suffix}"
-        if name.endswith(tag):
-            path = path.with_name(name[: -len(tag)] + path.suffix)
-            break
-    estimator, restorer = contract.split_paths(path)
-    return path, estimator, restorer
+    return split_model_paths(path)
 
 
 def _cache_dir() -> Path:

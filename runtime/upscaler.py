@@ -20,7 +20,9 @@ the networks see a cut edge within their receptive field, and LightBSR's restore
 pools every adaptation block's features over the whole input (its channel attention),
 which a tile can only do over itself; a larger tile or overlap brings them closer. With
 ``tile=None`` the tile size comes from the device's free memory (the whole image if
-it fits); ``tile=0`` never tiles. On an out-of-memory error the tile is halved and the
+it fits); ``tile=0`` never tiles. A backend that takes inputs up to a size only
+(:attr:`Backend.max_input_size`: TensorRT engines) gets tiles that fit, an explicit larger
+tile being reduced with a warning. On an out-of-memory error the tile is halved and the
 image is run again, with a warning, down to :data:`MIN_RETRY_TILE`.
 """
 
@@ -253,13 +255,31 @@ class Upscaler:
                 batch=self.tile_batch,
                 device_kind=self.backend.device_kind,
             )
+            given = self.tile_overlap if self.tile_overlap is not None else DEFAULT_OVERLAP
+            if auto is None and not self._fits(height, width):
+                auto = max(height, width)  # capped just below
             if auto is None:
                 return None, 0
-            given = self.tile_overlap if self.tile_overlap is not None else DEFAULT_OVERLAP
             tile, overlap = auto, min(given, auto // 2)
-        if tile >= height and tile >= width:
+        if tile >= height and tile >= width and self._fits(height, width):
             return None, 0  # one tile is the whole image
+        limit = self.backend.max_input_size
+        if limit is not None and tile > min(limit):
+            cap = min(limit)
+            if self.tile is not None:
+                warnings.warn(
+                    f"tile {tile} is larger than the {self.backend.name} backend takes "
+                    f"({limit[1]}×{limit[0]} at most); using tile {cap}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            tile, overlap = cap, min(overlap, cap // 2)
         return tile, overlap
+
+    def _fits(self, height: int, width: int) -> bool:
+        """Whether the backend takes an LR image of this size in one call (:attr:`Backend.max_input_size`)."""
+        limit = self.backend.max_input_size
+        return limit is None or (height <= limit[0] and width <= limit[1])
 
     def _shared_estimate(self, lr: np.ndarray) -> IDR:
         """The whole image's IDR: in one go, or tile by tile where the backend can and one go does not fit."""

@@ -11,10 +11,9 @@ import pytest
 import torch
 from runtime_models import reference_student
 
-from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, OutOfMemoryError
+from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
 from lightbsr.models import build_model
 from lightbsr.runtime import IDR, Backend, Upscaler, memory
-from lightbsr.runtime.backend import load_backend
 from lightbsr.runtime.consistency import psnr
 from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 
@@ -288,15 +287,6 @@ def test_default_overlap_adapts_to_small_tiles(lr_image: np.ndarray) -> None:
     upscaler = Upscaler(PointwiseBackend(), tile=64 + 8)
     upscaler.upscale_lr(np.zeros((3, 100, 20), dtype=np.float32))
     assert upscaler.last_run.tile_overlap == DEFAULT_OVERLAP
-
-
-def test_tensorrt_backend_is_registered_but_not_built_yet(tmp_path: Any) -> None:
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"not really")
-    with pytest.raises(BackendUnavailableError, match="tensorrt backend is not part of this lightbsr build"):
-        Upscaler(engine)
-    with pytest.raises(BackendUnavailableError, match="tensorrt"):
-        load_backend("tensorrt", engine)
 
 
 def test_model_file_and_backend_must_match(tmp_path: Any) -> None:
