@@ -437,8 +437,10 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lightbsr" / "engines"
 
 
-def cache_key(onnx_sha256: str, tensorrt_version: str, gpu: GpuInfo, settings: BuildSettings) -> str:
-    """Hex digest of everything that makes one engine differ from another."""
+def cache_key(
+    onnx_sha256: str, tensorrt_version: str, gpu: GpuInfo, settings: BuildSettings, lightbsr_version: str = __version__
+) -> str:
+    """Hex digest of everything that makes one engine differ from another (a new lightbsr builds anew)."""
     fields_ = {
         "onnx_sha256": onnx_sha256,
         "tensorrt_version": tensorrt_version,
@@ -446,6 +448,7 @@ def cache_key(onnx_sha256: str, tensorrt_version: str, gpu: GpuInfo, settings: B
         "compute_capability": gpu.compute_capability,
         "settings": settings.to_json(),
         "schema": SIDECAR_SCHEMA,
+        "lightbsr_version": lightbsr_version,
     }
     return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:32]
 

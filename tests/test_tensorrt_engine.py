@@ -167,6 +167,7 @@ def test_cache_key_changes_with_every_field() -> None:
         cache_key(ONNX_SHA, "10.13.3.9", H100, settings),
         cache_key(ONNX_SHA, "10.13.0.35", GpuInfo(H100.name, "8.9"), settings),
         cache_key(ONNX_SHA, "10.13.0.35", GpuInfo("NVIDIA H200", "9.0"), settings),
+        cache_key(ONNX_SHA, "10.13.0.35", H100, settings, lightbsr_version="0.0.0-other"),
         cache_key(ONNX_SHA, "10.13.0.35", H100, BuildSettings(fp16=True)),
         cache_key(ONNX_SHA, "10.13.0.35", H100, BuildSettings(int8=True)),
         cache_key(ONNX_SHA, "10.13.0.35", H100, BuildSettings(strongly_typed=True)),
@@ -181,7 +182,7 @@ def test_cache_key_changes_with_every_field() -> None:
             BuildSettings(profiles=(ShapeRange((1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 9, 9)),)),
         ),
     }
-    assert len(variants) == 12 and key not in variants
+    assert len(variants) == 13 and key not in variants
 
 
 def test_cache_builds_once_and_rebuilds_stale_entries(tmp_path: Path) -> None:
