@@ -9,8 +9,8 @@
 * :func:`plan_tiles`, :func:`tile_window`, :class:`Blender` — the tile plan and blending
   window, numpy only (:mod:`.tiling`).
 * :class:`Backend`, :func:`load_backend`, :data:`BACKENDS` — the backend interface and
-  registry (:mod:`.backend`); the torch, onnxruntime (and later tensorrt) backends are
-  imported only when used.
+  registry (:mod:`.backend`); the torch, onnxruntime and tensorrt backends are imported
+  only when used (tensorrt: docs/tensorrt.md).
 * ``lightbsr upscale`` — the command line (:mod:`.cli`).
 """
 
