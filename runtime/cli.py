@@ -35,11 +35,11 @@ MODEL.restorer.engine beside it; its MODEL.engine.json sidecar is checked first)
 
 TensorRT from ONNX: --backend tensorrt -m MODEL.onnx builds engines for the split graphs
 (else the full graph) on first use, with shape profiles fitted to the input images and
-tiling options (opt = max = the tile, batch up to --tile-batch; the estimator takes the
-whole image, its longest side rounded up to a power of two), and reuses them from the
-engine cache (--engine-cache) while the ONNX, TensorRT, GPU and settings are the same.
---fp16 builds FP16 engines on TensorRT 10; TensorRT 11 takes the precision from the ONNX
-(convert it with `lightbsr quantize --fp16`).
+tiling options (opt = max = the tile, 512 without --tile, batch up to --tile-batch; the
+estimator takes the whole image, its longest side rounded up to a power of two), and reuses
+them from the engine cache (--engine-cache) while the ONNX, TensorRT, GPU, settings and
+lightbsr version are the same. --fp16 builds FP16 engines on TensorRT 10; TensorRT 11 takes
+the precision from the ONNX (convert it with `lightbsr quantize --fp16`). See docs/tensorrt.md.
 
 examples:
   lightbsr upscale -i photo.jpg -o photo_x4.png -m lightbsr_x4.safetensors
