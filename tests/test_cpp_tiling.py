@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cpp_build import build_target
 
 from lightbsr.runtime.tiling import Blender, plan_tiles, tile_window
-
-from cpp_build import build_target
 
 # (height, width, tile, overlap, scale)
 EDGE_CASES = [
