@@ -85,6 +85,8 @@ RUNTIMES = [
     ("11.2.1.2", GpuInfo("NVIDIA A100-SXM4-80GB", "8.0")),  # next major, Ampere
     ("12.0.0.1", GpuInfo("NVIDIA GeForce RTX 4090", "8.9")),  # two majors on
     ("10.13.0.35", GpuInfo("Orin", "8.7")),  # Jetson
+    ("10.13.0.35", GpuInfo("NVIDIA A100-SXM4-80GB", "8.0")),  # the first Ampere
+    ("10.13.0.35", GpuInfo("NVIDIA GeForce RTX 3090", "8.6")),
     ("10.13.0.35", GpuInfo("Tesla T4", "7.5")),  # pre-Ampere
     ("10.13.0.35", GpuInfo("NVIDIA H100", "9.0")),
 ]
