@@ -102,3 +102,18 @@ def test_console_script_is_declared() -> None:
 def test_version_flag() -> None:
     result = subprocess.run([sys.executable, "-m", "lightbsr", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("lightbsr ")
+
+
+def test_atomic_output_gives_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    from lightbsr.files import atomic_output
+
+    with atomic_output(tmp_path / "x.bin") as tmp:
+        tmp.unlink()  # like writers that replace the file (safetensors does), creating it 0600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"1")
+        os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o666 & ~mask

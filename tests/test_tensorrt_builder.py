@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import tensorrt_onnx
-from lightbsr.export.tensorrt import builder
 
 from lightbsr.engine import BuildSettings, GpuInfo, ShapeRange, check_engine, sidecar_path
 from lightbsr.errors import EngineBuildError, ModelFileError
+from lightbsr.export.tensorrt import builder
 
 GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorrt_onnx
-from lightbsr.export.tensorrt.builder import get_or_build, installed_version, load_engine
 
 from lightbsr.cli import main
 from lightbsr.engine import BuildSettings, ShapeRange, detect_gpu, sidecar_path
 from lightbsr.errors import EngineMismatchError
+from lightbsr.export.tensorrt.builder import get_or_build, installed_version, load_engine
 
 pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from lightbsr.export.tensorrt.plan import plan_build
 
 from lightbsr.engine import BuildSettings
 from lightbsr.errors import ConfigError
+from lightbsr.export.tensorrt.plan import plan_build
 
 PRECISION_FLAGS = {"FP16", "INT8"}
 

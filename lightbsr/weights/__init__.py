@@ -25,6 +25,7 @@ def default_checkpoint(setting: int = 1) -> Path:
     path = WEIGHTS_DIR / BUNDLED[setting]
     if not path.is_file():
         raise ConfigError(
-            f"this build has no bundled setting-{setting} model ({path.name}); pass a model file with -m/--model"
+            f"this build has no bundled setting-{setting} model ({path.name}); name a model file "
+            "(a .safetensors checkpoint or an .onnx file) instead"
         )
     return path

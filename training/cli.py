@@ -1,0 +1,197 @@
+"""``lightbsr train`` and ``lightbsr eval``. Only argparse and the standard library are imported here;
+torch and the trainer are imported when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lightbsr.cli import add_command
+
+TRAIN_DESCRIPTION = """\
+Train a teacher, then distil it into a student (the LightBSR / KDSR protocol of MODELS.md).
+
+  lightbsr train teacher --arch lightbsr --setting 1 --data DF2K/ --out runs/t1 --val-data Set5/
+  lightbsr train student --arch lightbsr --setting 1 --data DF2K/ --out runs/s1 --teacher runs/t1 --val-data Set5/
+
+The schedule is counted in iterations of one global batch: --iterations (default: the papers' 700
+"epochs" of ~1000 iterations) splits into stage 1 (--stage1-iterations, default iterations//7:
+estimator pre-training / distillation only) and stage 2 (whole network, linear warm-up over
+--warmup-iterations, default 5/600 of stage 2, then cosine 2e-4 → 1e-6). The KDSR teacher trains
+in one stage. Degradations are synthesised on the training device for every batch.
+
+RUN (--out) receives model.safetensors (latest weights, a lightbsr checkpoint for `lightbsr
+export`), best.safetensors (best validation PSNR, with --val-data), log.csv, val.csv,
+config.json, TensorBoard events (if tensorboard is installed) and state/ (the resume state:
+safetensors shards and JSON, every file below 16 MiB). Rerun the same command with --resume to
+continue exactly; SIGINT/SIGTERM save a state before stopping. Several GPUs:
+  torchrun --nproc-per-node 8 -m lightbsr train teacher ... (--batch-size is the global batch)"""
+
+EVAL_DESCRIPTION = """\
+Benchmark a model with the papers' protocol (LightBSR Table 3): HR cropped to a multiple of the
+scale, blurred with a 21×21 isotropic Gaussian of each --sigma, MATLAB-bicubic ×1/scale, LR
+rounded to 8 bits; SR clamped and rounded to 8 bits; Y-PSNR (and SSIM) with a `scale`-pixel
+shave, averaged over the images of each dataset folder.
+
+MODEL is a lightbsr checkpoint (.safetensors, run in PyTorch; a LightBSR teacher is given the
+true degradation prior), an ONNX file (input 'lr', output 'sr', run with ONNX Runtime on the
+CPU), 'bicubic' (MATLAB-style bicubic upsampling, the papers' Bicubic row) or 'default' (the
+bundled model)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_train(subparsers)
+    _register_eval(subparsers)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "train", "train a teacher or distil a student", TRAIN_DESCRIPTION)
+    p.add_argument("role", choices=("teacher", "student"), help="what to train")
+    p.add_argument("--arch", choices=("lightbsr", "kdsr"), default="lightbsr", help="model family")
+    p.add_argument("--setting", type=int, choices=(1, 2), required=True, help="degradation setting")
+    p.add_argument("--data", required=True, help="folder of HR training images (searched recursively)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints, logs and resume state")
+    p.add_argument(
+        "--teacher",
+        default=argparse.SUPPRESS,
+        metavar="RUN_OR_CKPT",
+        help="student only: the teacher run folder (its latest full-precision state) or a teacher checkpoint",
+    )
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="upscaling factor")
+
+    s = p.add_argument_group("schedule")
+    s.add_argument("--iterations", type=int, default=700_000, help="total iterations, both stages")
+    s.add_argument(
+        "--stage1-iterations",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="iterations of stage 1 (default: iterations//7, the papers' 100:600 epochs; 0 for the KDSR teacher)",
+    )
+    s.add_argument(
+        "--warmup-iterations",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="linear warm-up at the start of stage 2 (default: 5/600 of stage 2, the papers' 5 epochs)",
+    )
+    s.add_argument("--batch-size", type=int, default=64, help="global batch (images per iteration, all GPUs)")
+    s.add_argument("--patch-size", type=int, default=64, help="LR patch side (the HR patch is scale× larger)")
+    s.add_argument(
+        "--crops",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="positive crops per image sharing a degradation (default: 4 for the LightBSR teacher, else 1)",
+    )
+    s.add_argument("--lr", type=float, default=2e-4, help="learning rate (stage 1, and the stage-2 peak)")
+    s.add_argument("--min-lr", type=float, default=1e-6, help="end of the stage-2 cosine")
+    s.add_argument(
+        "--kd-l1-weight",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="weight of the L1 term of distillation (default: 0.1 for LightBSR's channel IDR, 0 for KDSR)",
+    )
+    s.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, degradations")
+    s.add_argument("--stop-at", type=int, default=argparse.SUPPRESS, help="save and stop after this iteration")
+
+    r = p.add_argument_group("runtime")
+    r.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "fp16", "off"),
+        default="auto",
+        help="mixed precision: bf16 autocast, fp16 with a GradScaler, or off (auto: bf16 on CUDA, off on CPU)",
+    )
+    r.add_argument("--device", choices=("cpu", "cuda"), default=argparse.SUPPRESS, help="default: cuda if available")
+    r.add_argument(
+        "--workers", type=int, default=argparse.SUPPRESS, help="DataLoader workers (default: 0 on CPU, 8 on CUDA)"
+    )
+    r.add_argument("--threads", type=int, default=argparse.SUPPRESS, help="CPU threads for PyTorch")
+    r.add_argument("--cache-mb", type=int, default=4096, help="decoded training images kept in RAM (per process)")
+    r.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower on CUDA)")
+    r.add_argument("--resume", action="store_true", help="continue RUN from its latest state (start if it has none)")
+    r.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
+    )
+
+    o = p.add_argument_group("logging, validation and checkpoints")
+    o.add_argument("--log-every", type=int, default=100, help="iterations per log.csv row (mean losses, speed)")
+    o.add_argument("--val-data", default=argparse.SUPPRESS, metavar="DIR", help="benchmark HR images to validate on")
+    o.add_argument("--val-every", type=int, default=5000, help="iterations between validations (0: never)")
+    o.add_argument("--val-images", type=int, default=5, help="validation images (the first ones of --val-data)")
+    o.add_argument("--val-patch", type=int, default=256, help="centre crop side of validation HR images")
+    o.add_argument("--save-every", type=int, default=5000, help="iterations between saved states (and at the end)")
+    o.add_argument(
+        "--save-dtype",
+        choices=("auto", "fp32", "fp16"),
+        default="auto",
+        help="precision of model.safetensors/best.safetensors (auto: fp32 unless that exceeds the 16 MiB file limit)",
+    )
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .trainer import TrainConfig, train
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    result = train(config)
+    if os.environ.get("RANK", "0") != "0":
+        return 130 if result.interrupted else 0
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.last_losses.items())
+    state = "finished" if result.finished else ("interrupted" if result.interrupted else "stopped")
+    print(f"{state} at iteration {result.iteration}/{result.iterations}" + (f": {losses}" if losses else ""))
+    if result.best_psnr is not None:
+        print(f"best validation Y-PSNR {result.best_psnr:.3f} dB ({result.run / 'best.safetensors'})")
+    print(f"checkpoint: {result.checkpoint}")
+    if not result.finished:
+        print("continue with the same command and --resume")
+    return 130 if result.interrupted else 0
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _register_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "eval", "benchmark a model with the papers' protocol", EVAL_DESCRIPTION)
+    p.add_argument("model", metavar="MODEL", help="checkpoint (.safetensors), ONNX file, 'bicubic' or 'default'")
+    p.add_argument("--dataset", nargs="+", action="extend", required=True, metavar="DIR", help="folder(s) of HR images")
+    p.add_argument("--setting", type=int, choices=(1, 2), default=1, help="degradation setting of the protocol")
+    p.add_argument("--sigma", type=float, nargs="+", default=[1.2, 2.4, 3.6], help="isotropic kernel widths")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="upscaling factor")
+    p.add_argument("--ssim", action="store_true", help="show SSIM beside PSNR in the table")
+    p.add_argument("--json", action="store_true", help="print mean PSNR/SSIM per σ and dataset as JSON")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=argparse.SUPPRESS, help="default: cuda if available")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
+    )
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from lightbsr.errors import BackendUnavailableError
+    from lightbsr.evaluation import format_table
+
+    from .eval_models import evaluate_model, load_eval_model, summary
+
+    name = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError("--device cuda: no CUDA device is available to PyTorch")
+    device = torch.device(name)
+    model = load_eval_model(args.model, args.scale, args.setting, device)
+    results = [
+        evaluate_model(model, d, args.scale, args.sigma, args.setting, device, getattr(args, "progress", True))
+        for d in args.dataset
+    ]
+    if args.json:
+        print(json.dumps(summary(args.model, model, results, args.dataset), indent=2, allow_nan=False))
+    else:
+        print(format_table(results, ssim=args.ssim))
+    sys.stdout.flush()
+    return 0

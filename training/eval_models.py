@@ -1,0 +1,158 @@
+"""Models for ``lightbsr eval``: checkpoints (PyTorch), ONNX files (ONNX Runtime, CPU), bicubic, the bundled model.
+
+:func:`load_eval_model` turns the ``MODEL`` argument into an :class:`EvalModel`, and
+:func:`evaluate_model` runs the papers' protocol (:func:`lightbsr.evaluation.evaluate`)
+with it. A LightBSR *teacher* checkpoint is evaluated with the true degradation prior of
+each kernel width (an oracle, useful to check a teacher run); a KDSR teacher needs the
+HR image and cannot be evaluated this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightbsr.contract import INPUT_LR, META_SCALE, OUTPUT_SR
+from lightbsr.degradation import isotropic_kernel
+from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
+from lightbsr.evaluation import EvalResult, UpscaleFn, bicubic_upscale, evaluate
+
+__all__ = ["EvalModel", "evaluate_model", "load_eval_model", "summary"]
+
+BUILTIN = ("bicubic", "default")
+
+
+@dataclass
+class EvalModel:
+    """An upscaler for the benchmark protocol; ``for_sigma(σ)`` gives the function used at kernel width σ."""
+
+    name: str
+    kind: str  # "bicubic" | "checkpoint" | "onnx"
+    for_sigma: Callable[[float], UpscaleFn]
+    sigma_independent: bool = True
+
+
+def load_eval_model(spec: str, scale: int, setting: int, device: torch.device) -> EvalModel:
+    """``bicubic``, ``default`` (the bundled model), a lightbsr checkpoint, or an ONNX file (lr → sr)."""
+    if spec == "bicubic":
+        fn = bicubic_upscale(scale)
+        return EvalModel("Bicubic", "bicubic", lambda sigma: fn)
+    if spec == "default":
+        from lightbsr.weights import default_checkpoint
+
+        return _checkpoint_model(default_checkpoint(setting), scale, device, "default")
+    path = Path(spec)
+    if not path.is_file():
+        raise ModelFileError(
+            f"{spec}: no such model file (expected a .safetensors checkpoint, an .onnx file, 'bicubic' or 'default')"
+        )
+    if path.suffix.lower() == ".onnx":
+        return _onnx_model(path, scale)
+    return _checkpoint_model(path, scale, device, spec)
+
+
+def _checkpoint_model(path: Path, scale: int, device: torch.device, name: str) -> EvalModel:
+    from lightbsr.checkpoint import load_checkpoint
+    from lightbsr.models import LightBSRTeacher
+
+    model, config = load_checkpoint(path, device)
+    if config.scale != scale:
+        raise ConfigError(f"{path} is a ×{config.scale} model; pass --scale {config.scale}")
+    if config.role == "student":
+        return EvalModel(name, "checkpoint", lambda sigma: model)
+    if isinstance(model, LightBSRTeacher):
+
+        def teacher_at(sigma: float) -> UpscaleFn:
+            kernel = isotropic_kernel(sigma)[None].to(device)
+            noise = torch.zeros(1, device=device) if model.setting == 2 else None
+            drp = model.drp(kernel, noise)
+            return lambda lr: model(lr, drp)
+
+        return EvalModel(f"{name} (true DRP)", "checkpoint", teacher_at, sigma_independent=False)
+    raise ConfigError(f"{path} is a {config.arch}: a KDSR teacher needs the HR image; evaluate its student")
+
+
+def _onnx_model(path: Path, scale: int) -> EvalModel:
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise BackendUnavailableError("evaluating an ONNX file needs onnxruntime (pip install onnxruntime)") from err
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({str(err).strip().splitlines()[0]})") from err
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if set(inputs) != {INPUT_LR} or OUTPUT_SR not in outputs:
+        raise ModelFileError(
+            f"{path}: expected a full graph with input {INPUT_LR!r} and output {OUTPUT_SR!r}, "
+            f"got inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+        )
+    meta = session.get_modelmeta().custom_metadata_map or {}
+    if meta.get(META_SCALE) and int(meta[META_SCALE]) != scale:
+        raise ConfigError(f"{path} is a ×{meta[META_SCALE]} model; pass --scale {meta[META_SCALE]}")
+    dtype = np.float16 if inputs[INPUT_LR].type == "tensor(float16)" else np.float32
+
+    def upscale(lr: torch.Tensor) -> torch.Tensor:
+        (sr,) = session.run([OUTPUT_SR], {INPUT_LR: lr.detach().cpu().numpy().astype(dtype)})
+        return torch.from_numpy(np.asarray(sr, dtype=np.float32))
+
+    return EvalModel(str(path), "onnx", lambda sigma: upscale)
+
+
+def evaluate_model(
+    model: EvalModel,
+    dataset: str | Path,
+    scale: int,
+    sigmas: Sequence[float],
+    setting: int,
+    device: torch.device,
+    progress: bool = True,
+) -> EvalResult:
+    """The papers' protocol on one dataset folder (one pass per σ for σ-dependent models)."""
+    if model.sigma_independent:
+        return evaluate(
+            model.for_sigma(sigmas[0]),
+            dataset,
+            scale=scale,
+            sigmas=sigmas,
+            setting=setting,
+            progress=progress,
+            method=model.name,
+            device=device,
+        )
+    parts = [
+        evaluate(model.for_sigma(s), dataset, scale, [s], setting, progress, model.name, device)
+        for s in dict.fromkeys(float(s) for s in sigmas)
+    ]
+    first = parts[0]
+    return EvalResult(
+        method=first.method,
+        dataset=first.dataset,
+        scale=scale,
+        setting=setting,
+        sigmas=tuple(p.sigmas[0] for p in parts),
+        scores={p.sigmas[0]: p.scores[p.sigmas[0]] for p in parts},
+    )
+
+
+def summary(spec: str, model: EvalModel, results: Sequence[EvalResult], paths: Sequence[str]) -> dict[str, Any]:
+    """The ``--json`` document: mean Y-PSNR/SSIM per kernel width for every dataset."""
+    first = results[0]
+    return {
+        "schema": "lightbsr.eval-summary/1",
+        "model": spec,
+        "method": model.name,
+        "scale": first.scale,
+        "setting": first.setting,
+        "sigmas": list(first.sigmas),
+        "datasets": [
+            {"name": r.dataset, "path": str(p), "images": len(r.images), "mean": r.to_dict()["mean"]}
+            for r, p in zip(results, paths, strict=True)
+        ],
+    }

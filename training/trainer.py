@@ -1,0 +1,885 @@
+"""The training loop: schedule, stages, AMP, DDP, logs, validation, checkpoints and exact resume.
+
+``train(TrainConfig(...))`` runs one teacher or student training of the papers' protocol
+(MODELS.md), measured in iterations rather than epochs:
+
+* **Stages.** Iterations ``[0, stage1)`` are stage 1 (estimator pre-training /
+  distillation only), the rest stage 2 (whole network). By default ``stage1 =
+  iterations // 7``, the papers' 100 : 600 epochs; the KDSR teacher has one stage. The
+  authors' "epoch" is about 1000 iterations of batch 64 (EDSR-style ``test_every``), so
+  the full protocol is ``--iterations 700000`` (the default).
+* **Learning rate.** Adam (β = 0.9, 0.99, as the LightBSR code), 2e-4 in stage 1; in
+  stage 2 a linear warm-up over ``warmup`` iterations (default 5/600 of stage 2, the
+  papers' 5 epochs) then a cosine from 2e-4 to 1e-6, evaluated per iteration.
+* **Data.** A global batch of ``batch_size`` images per iteration (split between DDP
+  ranks), ``crops`` HR patches per image sharing one degradation, synthesised on the
+  training device (:mod:`lightbsr.training.data`).
+* **Precision.** ``amp="bf16"`` autocasts to bfloat16, ``"fp16"`` to float16 with a
+  ``GradScaler``; losses are computed in float32.
+* **Several GPUs.** Run under ``torchrun``: one process per GPU, the objective wrapped in
+  ``torch.nn.parallel.DistributedDataParallel`` (BatchNorm synchronised), MoCo keys
+  gathered from every rank before they enter the queue, logging and saving on rank 0.
+* **Outputs** in the run folder: ``model.safetensors`` (latest weights, a lightbsr
+  checkpoint that ``lightbsr export`` reads), ``best.safetensors`` (best validation
+  PSNR), ``log.csv`` / ``val.csv`` (and TensorBoard events when ``tensorboard`` is
+  installed), ``config.json``, and the resume state under ``state/``
+  (:mod:`lightbsr.training.state`). Every file stays below 16 MiB.
+* **Resume.** With ``resume=True`` the run continues from its latest state exactly:
+  model, MoCo queue and key encoder, optimizer, GradScaler, global RNG states,
+  iteration counter, log window; data and degradations are pure functions of
+  ``(seed, iteration)``, so the continued run sees the batches an uninterrupted one
+  would. SIGINT/SIGTERM stop the run after the current iteration, with a saved state.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gc
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lightbsr.checkpoint import read_checkpoint, save_checkpoint
+from lightbsr.degradation import kernel_pca
+from lightbsr.errors import BackendUnavailableError, CheckpointError, ConfigError, LightBSRError
+from lightbsr.models import LightBSRTeacher, ModelConfig, build_model
+from lightbsr.models.convert import load_strict
+
+from . import state as run_state
+from .data import CropDataset, ImageStore, IterationBatches, list_training_images, synthesize
+from .objectives import (
+    KDSRStudentObjective,
+    KDSRTeacherObjective,
+    LightBSRStudentObjective,
+    LightBSRTeacherObjective,
+    Objective,
+    init_student_from_teacher,
+)
+from .validation import Validator
+
+__all__ = ["Schedule", "TrainConfig", "TrainResult", "TrainingError", "load_teacher", "train"]
+
+ADAM_BETAS = (0.9, 0.99)
+ADAM_EPS = 1e-8
+CHECKPOINT = "model.safetensors"
+BEST = "best.safetensors"
+LOG = "log.csv"
+VAL_LOG = "val.csv"
+
+
+class TrainingError(LightBSRError):
+    """Training cannot go on: the loss became NaN/inf, or the run folder is in an unusable state."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. ``None`` fields are filled by :meth:`resolved`."""
+
+    role: str  # "teacher" | "student"
+    arch: str  # "lightbsr" | "kdsr"
+    setting: int
+    data: str
+    out: str
+    teacher: str | None = None
+    scale: int = 4
+    iterations: int = 700_000
+    stage1_iterations: int | None = None
+    warmup_iterations: int | None = None
+    batch_size: int = 64
+    patch_size: int = 64
+    crops: int | None = None
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    kd_l1_weight: float | None = None
+    seed: int = 0
+    amp: str = "auto"
+    device: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    cache_mb: int = 4096
+    val_data: str | None = None
+    val_every: int = 5000
+    val_images: int = 5
+    val_patch: int = 256
+    save_every: int = 5000
+    log_every: int = 100
+    stop_at: int | None = None
+    save_dtype: str = "auto"
+    deterministic: bool = False
+    resume: bool = False
+    progress: bool = True
+
+    #: fields that define the training itself; a resumed run takes them from its state
+    IDENTITY = (
+        "iterations",
+        "stage1_iterations",
+        "warmup_iterations",
+        "batch_size",
+        "patch_size",
+        "crops",
+        "lr",
+        "min_lr",
+        "kd_l1_weight",
+        "seed",
+        "amp",
+    )
+
+    def resolved(self, device: torch.device) -> TrainConfig:
+        """A copy with defaults filled in and every value checked (raises ConfigError)."""
+        c = dataclasses.replace(self)
+        if c.role not in ("teacher", "student"):
+            raise ConfigError(f"role must be 'teacher' or 'student', got {c.role!r}")
+        if c.arch not in ("lightbsr", "kdsr"):
+            raise ConfigError(f"unknown architecture family {c.arch!r}; expected 'lightbsr' or 'kdsr'")
+        if c.setting not in (1, 2):
+            raise ConfigError(f"setting must be 1 or 2, got {c.setting!r}")
+        ModelConfig(c.arch, c.role, c.scale, c.setting)  # type: ignore[arg-type]  # validates the scale
+        if c.role == "student" and not c.teacher:
+            raise ConfigError("student training needs --teacher (a teacher run folder or checkpoint)")
+        if c.role == "teacher" and c.teacher:
+            raise ConfigError("--teacher is for student training")
+        one_stage = c.arch == "kdsr" and c.role == "teacher"
+        if c.iterations < 1:
+            raise ConfigError(f"--iterations must be >= 1, got {c.iterations}")
+        if c.stage1_iterations is None:
+            c.stage1_iterations = 0 if one_stage else c.iterations // 7
+        if one_stage and c.stage1_iterations:
+            raise ConfigError("the KDSR teacher trains in one stage (L1, no pre-training): use --stage1-iterations 0")
+        if not 0 <= c.stage1_iterations <= c.iterations:
+            raise ConfigError(f"--stage1-iterations must be in [0, {c.iterations}], got {c.stage1_iterations}")
+        stage2 = c.iterations - c.stage1_iterations
+        if c.warmup_iterations is None:
+            c.warmup_iterations = round(stage2 * 5 / 600)
+        if not 0 <= c.warmup_iterations <= stage2:
+            raise ConfigError(f"--warmup-iterations must be in [0, {stage2}], got {c.warmup_iterations}")
+        if c.crops is None:
+            c.crops = 4 if (c.arch, c.role) == ("lightbsr", "teacher") else 1
+        if (c.arch, c.role) == ("lightbsr", "teacher") and c.crops < 2:
+            raise ConfigError("the LightBSR teacher's contrastive loss needs --crops >= 2")
+        if c.crops < 1 or c.batch_size < 1:
+            raise ConfigError("--crops and --batch-size must be >= 1")
+        if c.patch_size < 4:
+            raise ConfigError(f"--patch-size (LR) must be >= 4, got {c.patch_size}")
+        if c.kd_l1_weight is None:
+            c.kd_l1_weight = 0.1 if c.arch == "lightbsr" else 0.0
+        if not (0 < c.min_lr <= c.lr):
+            raise ConfigError(f"need 0 < --min-lr <= --lr, got {c.min_lr} and {c.lr}")
+        if c.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {c.seed}")
+        if c.amp == "auto":
+            c.amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+        if c.amp not in ("bf16", "fp16", "off"):
+            raise ConfigError(f"--amp must be bf16, fp16, off or auto, got {c.amp!r}")
+        if c.amp == "fp16" and device.type != "cuda":
+            raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
+        if c.save_dtype not in ("auto", "fp32", "fp16"):
+            raise ConfigError(f"--save-dtype must be auto, fp32 or fp16, got {c.save_dtype!r}")
+        for name in ("val_every", "save_every", "val_images", "cache_mb"):
+            if getattr(c, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+        if c.log_every < 1:
+            raise ConfigError("--log-every must be >= 1")
+        if c.stop_at is not None and not 0 < c.stop_at <= c.iterations:
+            raise ConfigError(f"--stop-at must be in [1, {c.iterations}], got {c.stop_at}")
+        return c
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(self.arch, self.role, self.scale, self.setting)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Stage and learning rate of every iteration (0-based)."""
+
+    total: int
+    stage1: int
+    warmup: int
+    lr: float
+    min_lr: float
+
+    def stage(self, iteration: int) -> int:
+        return 1 if iteration < self.stage1 else 2
+
+    def learning_rate(self, iteration: int) -> float:
+        """Stage 1: constant; stage 2: linear warm-up to ``lr``, then cosine down to ``min_lr``."""
+        if iteration < self.stage1:
+            return self.lr
+        t = iteration - self.stage1
+        if t < self.warmup:
+            return self.lr * (t + 1) / self.warmup
+        span = max(1, self.total - self.stage1 - self.warmup)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * (t - self.warmup) / span))
+
+
+@dataclass
+class TrainResult:
+    """How a call to :func:`train` ended."""
+
+    run: Path
+    iteration: int
+    iterations: int
+    finished: bool
+    interrupted: bool = False
+    last_losses: dict[str, float] = field(default_factory=dict)
+    best_psnr: float | None = None
+    checkpoint: Path | None = None
+
+
+# --------------------------------------------------------------------------- processes and devices
+
+
+@dataclass(frozen=True)
+class _Process:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def _setup_process(device_name: str | None) -> _Process:
+    """Pick the device; under ``torchrun`` (WORLD_SIZE > 1) join the process group, one GPU per rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    wants_cuda = device_name == "cuda" or (device_name is None and torch.cuda.is_available())
+    if device_name not in (None, "cpu", "cuda"):
+        raise ConfigError(f"--device must be cpu or cuda, got {device_name!r}")
+    if wants_cuda and not torch.cuda.is_available():
+        raise BackendUnavailableError("--device cuda: no CUDA device is available to PyTorch")
+    if world <= 1:
+        return _Process(0, 1, torch.device("cuda" if wants_cuda else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if wants_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if wants_cuda else "gloo")
+    device = torch.device("cuda", local) if wants_cuda else torch.device("cpu")
+    return _Process(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _iteration_seed(seed: int, iteration: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, 2, iteration, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- teachers
+
+
+def _state_sha256(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_teacher(spec: str, arch: str, setting: int, scale: int) -> tuple[nn.Module, ModelConfig, str]:
+    """Load a trained teacher for student training: (model in eval mode, its config, a description).
+
+    ``spec`` is a teacher run folder (its latest full-precision resume state, else its
+    ``model.safetensors``) or a lightbsr checkpoint file.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        folder = run_state.latest_state_dir(path)
+        if folder is not None:
+            manifest = run_state.read_manifest(folder)
+            weights = run_state.read_shards(folder, manifest["files"]["model"])
+            config = ModelConfig.from_dict(manifest["model_config"])
+            done, total = manifest["iteration"], manifest["config"]["iterations"]
+            source = f"{folder} (iteration {done} of {total})"
+        elif (path / CHECKPOINT).is_file():
+            weights, config, _ = read_checkpoint(path / CHECKPOINT)
+            source = str(path / CHECKPOINT)
+        else:
+            raise CheckpointError(f"{path}: neither a resume state nor {CHECKPOINT} in this teacher run folder")
+    else:
+        weights, config, _ = read_checkpoint(path)
+        source = str(path)
+    if config.role != "teacher" or config.family != arch:
+        raise CheckpointError(f"{source} holds a {config.arch} model, not a {arch} teacher")
+    if config.scale != scale:
+        raise CheckpointError(f"{source} is a ×{config.scale} teacher, not ×{scale}")
+    if config.setting is not None and config.setting != setting:
+        raise CheckpointError(f"{source} is a setting-{config.setting} teacher, not setting {setting}")
+    model = build_model(config)
+    try:
+        load_strict(model, weights)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from err
+    return model.eval(), config, source
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+def _build_objective(config: TrainConfig, teacher: nn.Module | None) -> Objective:
+    model = build_model(config.model_config())
+    assert config.crops is not None and config.kd_l1_weight is not None
+    if config.role == "teacher":
+        if isinstance(model, LightBSRTeacher):
+            return LightBSRTeacherObjective(model, crops=config.crops)
+        return KDSRTeacherObjective(model)
+    assert teacher is not None
+    if config.arch == "lightbsr":
+        return LightBSRStudentObjective(model, teacher, channel_l1_weight=config.kd_l1_weight)  # type: ignore[arg-type]
+    return KDSRStudentObjective(model, teacher, feature_l1_weight=config.kd_l1_weight)  # type: ignore[arg-type]
+
+
+def _loss_names(objective: Objective) -> list[str]:
+    names = {
+        LightBSRTeacherObjective: ["loss", "l1", "contrast"],
+        LightBSRStudentObjective: ["loss", "l1", "kd", "kd_spatial_mse", "kd_channel_kl", "kd_channel_l1"],
+        KDSRTeacherObjective: ["loss", "l1"],
+        KDSRStudentObjective: ["loss", "l1", "kd", "kd_kl", "kd_l1"],
+    }
+    return names[type(objective)]
+
+
+class _Window:
+    """Running sums of the losses since the last log row (kept on the device: no sync per step)."""
+
+    def __init__(self, names: list[str], device: torch.device) -> None:
+        self.names = names
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {n: torch.zeros((), device=self.device) for n in self.names}
+        self.counts = dict.fromkeys(self.names, 0)
+        self.session_iterations = 0
+        self.started = time.perf_counter()
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            self.sums[name] += value.detach().float()
+            self.counts[name] += 1
+        self.session_iterations += 1
+
+    def means(self, world: int = 1) -> dict[str, float]:
+        """Mean of each loss over the window; under DDP (``world`` > 1) also over the ranks (a collective)."""
+        names = [n for n in self.names if self.counts[n]]
+        if not names:
+            return {}
+        sums = torch.stack([self.sums[n] for n in names])
+        if world > 1:
+            dist.all_reduce(sums)
+            sums = sums / world
+        return {n: value / self.counts[n] for n, value in zip(names, sums.tolist(), strict=True)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sums": {n: self.sums[n].item() for n in self.names}, "counts": self.counts}
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.reset()
+        for name in self.names:
+            self.sums[name] = torch.tensor(float(data["sums"][name]), device=self.device)
+            self.counts[name] = int(data["counts"][name])
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves and stops after the current iteration."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        number = signal.Signals(signum)
+        signal.signal(number, self._previous.get(number, signal.SIG_DFL))  # a second signal acts at once
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handler)
+        try:
+            yield self
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+
+
+def _truncate_csv(path: Path, iteration: int) -> None:
+    """Keep the header and the rows of iterations ≤ ``iteration`` (drop those of a lost, unsaved tail)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    kept = [rows[0]]
+    for row in rows[1:]:
+        try:
+            if len(row) == len(rows[0]) and int(row[0]) <= iteration:
+                kept.append(row)
+        except ValueError:
+            continue
+    from lightbsr.files import atomic_output
+
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+
+
+class _CsvLog:
+    """Append-only CSV with a fixed header, flushed after every row."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        new = not path.is_file() or path.stat().st_size == 0
+        self.handle = path.open("a", newline="")
+        self.writer = csv.writer(self.handle)
+        self.header = header
+        if new:
+            self.writer.writerow(header)
+            self.handle.flush()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow([_csv_value(row.get(name)) for name in self.header])
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _open_tensorboard(folder: Path, purge_step: int) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional (the [train] extra)
+        return None
+    return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+def _checkpoint_dtype(model: nn.Module, choice: str) -> torch.dtype:
+    """float32, unless ``choice`` says fp16, or it is ``auto`` and float32 weights would not fit in one file."""
+    if choice == "fp16":
+        return torch.float16
+    if choice == "fp32":
+        return torch.float32
+    state = model.state_dict().values()
+    fp32_bytes = sum(t.numel() * (4 if t.is_floating_point() else t.element_size()) for t in state)
+    return torch.float32 if fp32_bytes < run_state.SHARD_PAYLOAD_BYTES else torch.float16
+
+
+class Trainer:
+    """One training run; see the module docstring. Use :func:`train`."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.process = _setup_process(config.device)
+        device = self.process.device
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if config.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.run = Path(config.out)
+        folder = run_state.latest_state_dir(self.run) if self.run.exists() else None
+        if folder is not None and not config.resume:
+            raise TrainingError(f"{self.run} already holds a training state: pass --resume to continue it")
+        self.manifest: dict[str, Any] | None = None
+        self.saved_model: dict[str, torch.Tensor] = {}
+        self.saved_optimizer: dict[str, torch.Tensor] = {}
+        if folder is not None:
+            self.manifest, self.saved_model, self.saved_optimizer = run_state.read_state(folder)
+            config = _merge_resumed(config, self.manifest["config"])
+        self.config = config = config.resolved(device)
+        assert config.stage1_iterations is not None and config.warmup_iterations is not None
+        self.schedule = Schedule(
+            config.iterations, config.stage1_iterations, config.warmup_iterations, config.lr, config.min_lr
+        )
+        self.stop = config.stop_at or config.iterations
+
+    # ---- building
+
+    def _log(self, message: str) -> None:
+        if self.process.main and self.config.progress:
+            tqdm.write(message, file=sys.stderr)
+
+    def build(self) -> None:
+        config, process = self.config, self.process
+        _seed_everything(config.seed)
+        self.teacher_info: dict[str, str] | None = None
+        teacher = None
+        if config.role == "student":
+            assert config.teacher is not None
+            teacher, _, source = load_teacher(config.teacher, config.arch, config.setting, config.scale)
+            self.teacher_info = {"source": source, "sha256": _state_sha256(teacher.state_dict())}
+            self._log(f"teacher: {source}")
+        objective = _build_objective(config, teacher)
+        if self.manifest is None:
+            self._fresh_start(objective, teacher)
+        objective.to(process.device)
+        if process.distributed and process.device.type == "cuda":
+            objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+        self.objective = objective
+        self.param_names = list(objective.trainable)
+        params = dict(objective.model.named_parameters())
+        self.optimizer = torch.optim.Adam(
+            [params[n] for n in self.param_names], lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS
+        )
+        self.scaler = torch.amp.GradScaler(process.device.type, enabled=config.amp == "fp16")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        self.window = _Window(_loss_names(objective), process.device)
+        self.iteration = 0
+        self.best: dict[str, Any] | None = None
+        self._build_data()
+        if self.manifest is not None:
+            self._restore()
+        self.validator = None
+        if config.val_data and config.val_every and process.main:
+            self.validator = Validator(
+                config.val_data, config.setting, config.scale, process.device, config.val_images, config.val_patch
+            )
+        self.ddp: nn.Module | None = None
+
+    def _fresh_start(self, objective: Objective, teacher: nn.Module | None) -> None:
+        model = objective.model
+        if isinstance(objective, LightBSRTeacherObjective):
+            assert isinstance(model, LightBSRTeacher)
+            cast(torch.Tensor, model.pca_basis).copy_(kernel_pca(self.config.setting))
+            objective.init_key_encoder()
+        if teacher is not None:
+            init_student_from_teacher(model, teacher)
+
+    def _build_data(self) -> None:
+        config, process = self.config, self.process
+        hr_patch = config.patch_size * config.scale
+        root = Path(config.data)
+        self.store = ImageStore(
+            list_training_images(root),
+            hr_patch,
+            config.cache_mb * 2**20,
+            progress=config.progress and process.main,
+            root=root,
+        )
+        if self.store.skipped:
+            self._log(f"skipped {len(self.store.skipped)} image(s) smaller than the {hr_patch}px HR patch")
+        self._log(
+            f"data: {len(self.store)} images under {root}, {self.store.cached} cached "
+            f"({self.store.cached_bytes / 2**20:.0f} MiB)"
+        )
+        self.dataset = CropDataset(self.store, hr_patch, config.crops or 1, config.setting, config.seed)
+        if config.batch_size % process.world:
+            raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the {process.world} processes")
+
+    def _restore(self) -> None:
+        manifest = self.manifest
+        assert manifest is not None
+        if manifest["data"]["images"] != self.store.names():
+            raise CheckpointError(
+                f"the training images under {self.config.data} differ from those the run was started with"
+            )
+        if self.teacher_info and manifest.get("teacher", {}).get("sha256") != self.teacher_info["sha256"]:
+            raise CheckpointError("--teacher holds other weights than the teacher this student run was started with")
+        try:
+            load_strict(self.objective.model, self.saved_model)
+        except CheckpointError as err:
+            raise CheckpointError(f"resume state of {self.run}: {err}") from err
+        run_state.load_optimizer_state(self.optimizer, self.param_names, self.saved_optimizer, manifest["optimizer"])
+        if manifest.get("scaler"):
+            self.scaler.load_state_dict(manifest["scaler"])
+        rng = manifest.get("rng", [])
+        if len(rng) == self.process.world:
+            run_state.restore_rng(rng[self.process.rank], self.process.device)
+        else:
+            self._log(f"resume: the run had {len(rng)} processes, now {self.process.world}: RNG states not restored")
+        self.window.load(manifest["window"])
+        self.iteration = int(manifest["iteration"])
+        self.best = manifest.get("best")
+        self.saved_model, self.saved_optimizer = {}, {}
+        self._log(f"resumed {self.run} at iteration {self.iteration}")
+
+    # ---- stages and steps
+
+    def _enter_stage(self, stage: int) -> None:
+        self.objective.set_stage(stage)
+        self.objective.train()
+        if self.process.distributed:
+            self.ddp = None
+            gc.collect()
+            device_ids = [self.process.device.index] if self.process.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.objective, device_ids=device_ids)
+        self.stage = stage
+
+    def _loader(self) -> DataLoader:
+        config, process = self.config, self.process
+        workers = config.workers
+        if workers is None:
+            workers = 0 if process.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) // process.world))
+        return DataLoader(
+            self.dataset,
+            batch_sampler=IterationBatches(self.iteration, self.stop, config.batch_size, process.rank, process.world),
+            num_workers=workers,
+            pin_memory=process.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+        )
+
+    def _step(self, crops: torch.Tensor, params: torch.Tensor) -> dict[str, torch.Tensor]:
+        config, device = self.config, self.process.device
+        lr = self.schedule.learning_rate(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        generator = None
+        if config.setting == 2:
+            generator = torch.Generator(device).manual_seed(
+                _iteration_seed(config.seed, self.iteration, self.process.rank)
+            )
+        batch = synthesize(crops, params, config.setting, config.scale, device, generator)
+        autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+        module = self.ddp if self.ddp is not None else self.objective
+        with autocast:
+            losses = module(batch.lr, batch.hr, batch.kernels, batch.noise, self.stage)
+        self.scaler.scale(losses["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return losses
+
+    # ---- outputs
+
+    def _save_checkpoint(self, path: Path) -> None:
+        model = self.objective.model
+        info = {"iteration": self.iteration, "iterations": self.config.iterations, "role": self.config.role}
+        save_checkpoint(
+            path,
+            model,
+            self.config.model_config(),
+            dtype=_checkpoint_dtype(model, self.config.save_dtype),
+            metadata={"lightbsr.training": json.dumps(info)},
+        )
+
+    def _save_state(self) -> None:
+        rng = run_state.capture_rng(self.process.device)
+        if self.process.distributed:
+            gathered: list[Any] = [None] * self.process.world
+            dist.all_gather_object(gathered, rng)
+        else:
+            gathered = [rng]
+        if not self.process.main:
+            return
+        self._save_checkpoint(self.run / CHECKPOINT)
+        optimizer_tensors, optimizer_meta = run_state.optimizer_state_tensors(self.optimizer, self.param_names)
+        manifest = {
+            "config": self.config.to_dict(),
+            "model_config": self.config.model_config().to_dict(),
+            "optimizer": optimizer_meta,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": gathered,
+            "window": self.window.to_dict(),
+            "best": self.best,
+            "data": {"images": self.store.names()},
+            "teacher": self.teacher_info,
+            "world_size": self.process.world,
+            "torch": torch.__version__,
+        }
+        run_state.write_state(self.run, self.iteration, manifest, self.objective.model.state_dict(), optimizer_tensors)
+
+    def _write_log_row(self) -> dict[str, Any]:
+        means = self.window.means(self.process.world)
+        elapsed = time.perf_counter() - self.window.started
+        speed = self.window.session_iterations / elapsed if elapsed > 0 else 0.0
+        row = {
+            "iteration": self.iteration,
+            "stage": self.schedule.stage(self.iteration - 1),
+            "lr": self.schedule.learning_rate(self.iteration - 1),
+            **means,
+            "it_per_s": round(speed, 4),
+            "img_per_s": round(speed * self.config.batch_size, 2),
+        }
+        if self.log is not None:
+            self.log.write(row)
+            if self.tensorboard is not None:
+                for name, value in means.items():
+                    self.tensorboard.add_scalar(f"train/{name}", value, self.iteration)
+                self.tensorboard.add_scalar("train/lr", row["lr"], self.iteration)
+        if not all(math.isfinite(v) for v in means.values()):
+            raise TrainingError(f"the loss is not finite at iteration {self.iteration}: {means}")
+        self.window.reset()
+        return row
+
+    def _validate(self) -> None:
+        assert self.validator is not None
+        psnr = self.validator(self.objective)
+        improved = self.best is None or psnr > self.best["psnr"]
+        if improved:
+            self.best = {"psnr": psnr, "iteration": self.iteration}
+            self._save_checkpoint(self.run / BEST)
+        if self.val_log is not None:
+            self.val_log.write({"iteration": self.iteration, "psnr": round(psnr, 4), "best": int(improved)})
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar("val/psnr", psnr, self.iteration)
+        self._log(f"iteration {self.iteration}: validation Y-PSNR {psnr:.3f} dB{' (best)' if improved else ''}")
+
+    # ---- the loop
+
+    def run_loop(self) -> TrainResult:
+        config, process = self.config, self.process
+        self.run.mkdir(parents=True, exist_ok=True)
+        header = ["iteration", "stage", "lr", *self.window.names, "it_per_s", "img_per_s"]
+        if process.main:
+            for name in (LOG, VAL_LOG):
+                if self.manifest is None:
+                    (self.run / name).unlink(missing_ok=True)
+                else:
+                    _truncate_csv(self.run / name, self.iteration)
+            run_state.write_json(self.run / "config.json", config.to_dict())
+        self.log = _CsvLog(self.run / LOG, header) if process.main else None
+        self.val_log = None
+        if self.validator is not None:
+            self.val_log = _CsvLog(self.run / VAL_LOG, ["iteration", "psnr", "best"])
+        self.tensorboard = _open_tensorboard(self.run / "tensorboard", self.iteration) if process.main else None
+        last: dict[str, float] = {}
+        interrupted = False
+        bar = tqdm(
+            total=self.stop,
+            initial=self.iteration,
+            desc=f"train {config.arch} {config.role}",
+            unit="it",
+            dynamic_ncols=True,
+            disable=not (config.progress and process.main),
+        )
+        self.stage = 0
+        stopper = _StopRequest()
+        try:
+            with stopper.installed():
+                batches = iter(self._loader())
+                while self.iteration < self.stop:
+                    stage = self.schedule.stage(self.iteration)
+                    if stage != self.stage:
+                        self._enter_stage(stage)
+                    try:
+                        crops, params = next(batches)
+                    except RuntimeError:
+                        if not stopper.requested:  # loader workers also receive a terminal's SIGINT
+                            raise
+                        self._save_state()
+                        interrupted = True
+                        break
+                    losses = self._step(crops, params)
+                    self.window.add(losses)
+                    self.iteration += 1
+                    bar.update(1)
+                    i = self.iteration
+                    if i % config.log_every == 0 or i == config.stage1_iterations or i == config.iterations:
+                        row = self._write_log_row()
+                        last = {k: v for k, v in row.items() if k in self.window.names}
+                        bar.set_postfix(
+                            stage=stage, loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=row["img_per_s"]
+                        )
+                    if self.validator is not None and (i % config.val_every == 0 or i == config.iterations):
+                        self._validate()
+                    stop = self._stop_requested(stopper)
+                    if stop or i == self.stop or (config.save_every and i % config.save_every == 0):
+                        self._save_state()
+                    if stop:
+                        interrupted = True
+                        break
+        finally:
+            bar.close()
+            for handle in (self.log, self.val_log):
+                if handle is not None:
+                    handle.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+        if not last and self.window.counts.get("loss"):
+            last = self.window.means()
+        return TrainResult(
+            run=self.run,
+            iteration=self.iteration,
+            iterations=config.iterations,
+            finished=self.iteration >= config.iterations,
+            interrupted=interrupted,
+            last_losses=last,
+            best_psnr=self.best["psnr"] if self.best else None,
+            checkpoint=self.run / CHECKPOINT,
+        )
+
+    def _stop_requested(self, stopper: _StopRequest) -> bool:
+        if not self.process.distributed:
+            return stopper.requested
+        flag = torch.tensor([int(stopper.requested)], device=self.process.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def _merge_resumed(given: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
+    """The configuration of a resumed run: the saved training fields, the given runtime fields.
+
+    A training field given with a non-default value that differs from the saved one is an error.
+    """
+    for name in ("role", "arch", "setting", "scale"):
+        if getattr(given, name) != saved[name]:
+            given_value = getattr(given, name)
+            raise ConfigError(f"--resume: this run was started with {name}={saved[name]!r}, not {given_value!r}")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    conflicts = [
+        f"{name}={getattr(given, name)!r} (run: {saved[name]!r})"
+        for name in TrainConfig.IDENTITY
+        if getattr(given, name) != defaults[name] and getattr(given, name) != saved[name]
+    ]
+    if conflicts:
+        raise ConfigError(f"--resume: options differ from the run being resumed: {', '.join(conflicts)}")
+    return dataclasses.replace(given, **{name: saved[name] for name in TrainConfig.IDENTITY})
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or resume) one training; returns where it stopped. See the module docstring."""
+    trainer = Trainer(config)
+    try:
+        trainer.build()
+        return trainer.run_loop()
+    finally:
+        if trainer.process.distributed and dist.is_initialized():
+            dist.destroy_process_group()
