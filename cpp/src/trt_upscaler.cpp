@@ -213,7 +213,8 @@ class Engine {
         std::map<std::string, std::vector<std::int64_t>> shapes;
         for (const std::string& name : outputs_) {
             const nvinfer1::Dims dims = context_->getTensorShape(name.c_str());
-            std::vector<std::int64_t> shape(dims.d, dims.d + dims.nbDims);
+            std::vector<std::int64_t> shape;
+            for (std::int32_t k = 0; k < dims.nbDims; ++k) shape.push_back(static_cast<std::int64_t>(dims.d[k]));
             if (dims.nbDims < 0 || std::any_of(shape.begin(), shape.end(), [](std::int64_t d) { return d < 0; })) {
                 throw std::runtime_error(path_ + ": cannot infer the shape of output '" + name + "'");
             }
@@ -381,7 +382,9 @@ struct TrtUpscaler::Impl {
 
 TrtUpscaler::TrtUpscaler(const std::string& model_path, const UpscaleOptions& options) : impl_(new Impl) {
     impl_->options = options;
-    if (options.tile < -1 || options.tile_overlap < -1) throw std::invalid_argument("tile and overlap must be ≥ 0");
+    if (options.tile < -1 || options.tile_overlap < -1) {
+        throw std::invalid_argument("tile and overlap must be ≥ 0 (or -1 for the default)");
+    }
     if (options.tile > 0 && options.tile_overlap >= options.tile) {
         throw std::invalid_argument("tile overlap (" + std::to_string(options.tile_overlap) +
                                     ") must be smaller than the tile (" + std::to_string(options.tile) + ")");
@@ -401,8 +404,8 @@ TrtUpscaler::TrtUpscaler(const std::string& model_path, const UpscaleOptions& op
     } else {
         throw EngineMismatchError(model_path + ": no such engine (nor " + estimator + " + " + restorer + ")");
     }
-    const std::string scale = impl_->tile_engine().sidecar().metadata("lightbsr.scale", "4");
-    impl_->scale = std::stoi(scale);
+    const std::string scale_text = impl_->tile_engine().sidecar().metadata("lightbsr.scale", "4");
+    impl_->scale = std::stoi(scale_text);
 }
 
 TrtUpscaler::~TrtUpscaler() = default;
