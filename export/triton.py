@@ -41,7 +41,7 @@ TRT_PLATFORM = "tensorrt_plan"
 DEFAULT_MAX_BATCH = 4
 """Matches the default max profile of ``lightbsr build`` (4x3x512x512)."""
 
-_TRITON_TYPES = {
+_TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
     onnx.TensorProto.FLOAT16: "TYPE_FP16",
     onnx.TensorProto.BFLOAT16: "TYPE_BF16",
@@ -184,15 +184,22 @@ def write_triton_repository(
     try:
         (staging / onnx_name / "1").mkdir(parents=True)
         shutil.copyfile(onnx_path, staging / onnx_name / "1" / "model.onnx")
-        common = {"max_batch_size": max_batch_size, "instances": instances, "dynamic_batching": dynamic_batching}
-        onnx_kind = "KIND_CPU" if onnx_on_cpu else "KIND_GPU"
-        (staging / onnx_name / "config.pbtxt").write_text(
-            model_config(onnx_name, ONNX_PLATFORM, inputs, outputs, kind=onnx_kind, **common)
-        )
-        (staging / trt_name).mkdir()
-        (staging / trt_name / "config.pbtxt").write_text(
-            model_config(trt_name, TRT_PLATFORM, inputs, outputs, kind="KIND_GPU", **common)
-        )
+        for model_name, platform, kind in (
+            (onnx_name, ONNX_PLATFORM, "KIND_CPU" if onnx_on_cpu else "KIND_GPU"),
+            (trt_name, TRT_PLATFORM, "KIND_GPU"),
+        ):
+            (staging / model_name).mkdir(exist_ok=True)
+            config = model_config(
+                model_name,
+                platform,
+                inputs,
+                outputs,
+                max_batch_size=max_batch_size,
+                instances=instances,
+                kind=kind,
+                dynamic_batching=dynamic_batching,
+            )
+            (staging / model_name / "config.pbtxt").write_text(config)
         (staging / trt_name / "README.md").write_text(_readme(onnx_name, trt_name, inputs, max_batch_size))
         for model_name in (onnx_name, trt_name):
             (staging / model_name).replace(directory / model_name)
