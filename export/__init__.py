@@ -6,6 +6,7 @@ Public API (imported lazily, so that ``lightbsr --help`` stays torch-free):
 * :func:`quantize_fp16`, :func:`quantize_int8` (→ :class:`QuantizeResult`), :func:`calibration_crops`
 * :func:`compare` (two models on real images) → :class:`CompareResult`
 * :func:`read_onnx_metadata`, :func:`load_onnx`
+* :func:`write_triton_repository` (ONNX → Triton model repository) → :class:`TritonRepository`
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ _EXPORTS = {
     "CompareResult": "parity",
     "read_onnx_metadata": "metadata",
     "load_onnx": "metadata",
+    "write_triton_repository": "triton",
+    "TritonRepository": "triton",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,7 +21,13 @@ PyTorch (1e-4 relative); split graphs composed must match the full graph (1e-5).
 --split also writes MODEL.estimator.onnx (lr → idr_channel (N,48) + idr_spatial (N,8,H,W) for
 LightBSR, idr (N,64) for KDSR) and MODEL.restorer.onnx (lr + IDR → sr): the runtime estimates the
 IDR once per image and reuses it for every tile. Exporting without --split removes stale split
-files of an earlier export to the same name. On any failure nothing is written."""
+files of an earlier export to the same name. On any failure nothing is written.
+
+--triton DIR writes a Triton Inference Server model repository: DIR/NAME_onnx (onnxruntime_onnx,
+1/model.onnx, the full graph) and DIR/NAME_trt (tensorrt_plan), each with a config.pbtxt naming the
+graph's inputs and outputs (batch dim left out, dynamic dims -1, max_batch_size, instance_group,
+dynamic_batching). No TensorRT plan is written: it must be built on the serving GPU with
+`lightbsr build DIR/NAME_onnx/1/model.onnx -o DIR/NAME_trt/1/model.plan` (DIR/NAME_trt/README.md)."""
 
 QUANTIZE_HELP = """\
 Convert an FP32 lightbsr ONNX model (from `lightbsr export`) to lower precision. Split graphs
@@ -61,8 +67,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = add_command(subparsers, "export", "lightbsr checkpoint → ONNX (dynamic shapes, split graphs)", EXPORT_HELP)
     p.add_argument("checkpoint", help="lightbsr checkpoint (.safetensors; convert authors' files with `convert`)")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write (the full graph)")
+    p.add_argument("-o", "--output", help="ONNX file to write (the full graph); needed unless --triton is given")
     p.add_argument("--split", action="store_true", help="also write the estimator and restorer graphs")
+    triton = p.add_argument_group("Triton model repository (see above)")
+    triton.add_argument("--triton", metavar="DIR", help="write a Triton model repository into DIR")
+    triton.add_argument(
+        "--triton-name", default="lightbsr", metavar="NAME", help="model name prefix: NAME_onnx and NAME_trt"
+    )
+    triton.add_argument("--triton-max-batch", type=int, default=4, metavar="N", help="max_batch_size (0: no batching)")
+    triton.add_argument("--triton-instances", type=int, default=1, metavar="N", help="instance_group count")
+    triton.add_argument("--triton-cpu", action="store_true", help="run the ONNX Runtime variant on CPU (KIND_CPU)")
     p.add_argument(
         "--opset",
         type=int,
@@ -106,25 +120,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from lightbsr.errors import ConfigError
     from lightbsr.export.onnx_export import export_onnx
 
-    result = export_onnx(
-        args.checkpoint,
-        args.output,
-        split=args.split,
-        opset=args.opset,
-        simplify=args.simplify,
-        verify=args.verify,
-        progress=sys.stderr.isatty(),
-    )
+    if args.output is None and args.triton is None:
+        raise ConfigError("give -o/--output MODEL.onnx, --triton DIR, or both")
+    if args.triton is not None:  # before the export: a name clash must not cost an export
+        from lightbsr.export.triton import check_target
+
+        check_target(
+            args.triton,
+            name=args.triton_name,
+            max_batch_size=args.triton_max_batch,
+            instances=args.triton_instances,
+        )
+    with tempfile.TemporaryDirectory(prefix="lightbsr-export-") as scratch:
+        output = args.output or str(Path(scratch) / "model.onnx")
+        result = export_onnx(
+            args.checkpoint,
+            output,
+            split=args.split,
+            opset=args.opset,
+            simplify=args.simplify,
+            verify=args.verify,
+            progress=sys.stderr.isatty(),
+        )
+        summary = result.to_dict()
+        if args.triton is not None:
+            from lightbsr.export.triton import write_triton_repository
+
+            repository = write_triton_repository(
+                result.path,
+                args.triton,
+                name=args.triton_name,
+                max_batch_size=args.triton_max_batch,
+                instances=args.triton_instances,
+                onnx_on_cpu=args.triton_cpu,
+            )
+            summary["triton"] = repository.to_dict()
+        if args.output is None:
+            del summary["files"]  # only the scratch copy, already removed
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.output is not None:
         for f in result.files.values():
             print(f"wrote {f.path} ({f.graph}: {', '.join(f.inputs)} → {', '.join(f.outputs)}, {f.nodes} nodes)")
-        if result.verification:
-            checks = ", ".join(f"{k} {v:.1e}" for k, v in result.verification.items())
-            print(f"verified with ONNX Runtime (relative error): {checks}")
+    if result.verification:
+        checks = ", ".join(f"{k} {v:.1e}" for k, v in result.verification.items())
+        print(f"verified with ONNX Runtime (relative error): {checks}")
+    if args.triton is not None:
+        models = ", ".join(str(path) for path in repository.models.values())
+        print(f"wrote the Triton model repository {args.triton} ({models})")
+        print(f"TensorRT plan, on the serving GPU: lightbsr build {repository.onnx_path} -o {repository.plan_path}")
     return 0
 
 
