@@ -220,4 +220,3 @@ def test_lightbsr_restore_in_tiles_is_restore(scale: int) -> None:
     assert torch.allclose(tiled, whole, rtol=0, atol=1e-10), (tiled - whole).abs().max()
     stages = 2 * 4 + 2
     assert calls[-1] == (stages * 3 * 4, stages * 3 * 4) and len(calls) == stages * 12
-
