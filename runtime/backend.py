@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,6 +103,17 @@ class Backend(abc.ABC):
     def estimate_in_tiles(self, lr: np.ndarray, tile: int) -> IDR:
         """The IDR of :meth:`estimate`, computed ``tile`` × ``tile`` at a time (for images too large for one go)."""
         raise NotImplementedError(f"the {self.name} backend cannot estimate in tiles")
+
+    @property
+    def can_restore_in_tiles(self) -> bool:
+        """Whether :meth:`restore_in_tiles` is available (exact tiling, see :class:`~lightbsr.runtime.Upscaler`)."""
+        return False
+
+    def restore_in_tiles(
+        self, lr: np.ndarray, idr: IDR, tile: int, progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """:meth:`restore` of the whole image, computed ``tile`` × ``tile`` at a time, equal to it up to rounding."""
+        raise NotImplementedError(f"the {self.name} backend cannot restore in exact tiles")
 
     def free_memory(self) -> int | None:
         """Bytes free on this backend's device, or ``None`` if it cannot tell."""

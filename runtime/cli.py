@@ -22,9 +22,12 @@ grayscale and alpha are kept (alpha is resized with bicubic, not by the network)
 EXIF orientation is applied. Outputs are written atomically: a failed or interrupted
 run leaves no partial file.
 
-Large images are cut into overlapping tiles blended with a smooth window; the
-degradation is estimated once per image and shared by all tiles (--no-shared-idr:
-per tile). Without --tile, the tile size follows the device's free memory (the whole
+Large images are cut into tiles. The degradation is estimated once per image and
+shared by all tiles (--no-shared-idr: per tile). --tiling exact (LightBSR on the torch
+backend; what auto picks there) runs the network stage by stage and tiles only each
+stage's local work, so the output equals the untiled one; --tiling blend (every backend)
+restores overlapping tiles on their own and blends them with a smooth window, which
+approximates it. Without --tile, the tile size follows the device's free memory (the whole
 image when it fits); out of memory, the tile is halved and the image retried.
 
 Models: a lightbsr checkpoint (.safetensors → torch backend), an ONNX export
@@ -85,7 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="overlap of neighbouring tiles in LR pixels (default: 24, at most half the tile)",
     )
-    p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per backend call")
+    p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per backend call (blend tiling)")
+    p.add_argument(
+        "--tiling",
+        default="auto",
+        choices=("auto", "exact", "blend"),
+        help="exact: equal to untiled (torch, LightBSR); blend: overlapping tiles; auto: exact where possible",
+    )
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="compute in float16")
     precision.add_argument("--bf16", action="store_true", help="compute in bfloat16 (torch backend)")
@@ -224,6 +233,7 @@ def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
         tile_batch=args.tile_batch,
         precision="fp16" if args.fp16 else "bf16" if args.bf16 else None,
         shared_idr=args.shared_idr,
+        tiling=args.tiling,
         **options,
     )
 
@@ -327,6 +337,7 @@ def _upscale_one(upscaler: Any, image: Any, target: Path, *, tile_bar: bool) -> 
         "tile": info.tile,
         "tile_overlap": info.tile_overlap,
         "tiles": info.tiles,
+        "tiling": info.tiling,
         "retries": info.retries,
         "seconds": round(time.perf_counter() - start, 3),
     }

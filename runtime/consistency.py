@@ -5,9 +5,11 @@ protocol (:func:`lightbsr.degradation.benchmark_pair`, isotropic Gaussian kernel
 width σ, ×4, setting 1) and upscaled
 
 * whole, on the torch backend: the reference ``U``;
-* tiled (``--tile``/``--tile-overlap``) with the degradation estimate shared by all tiles;
-* tiled with a per-tile estimate (what sharing buys);
-* whole and tiled-shared on onnxruntime, when ``--onnx`` is given.
+* exact tiles (``--tile``; LightBSR only: stage-wise, see :class:`lightbsr.runtime.Upscaler`);
+* blended tiles (``--tile``/``--tile-overlap``) with the degradation estimate shared by all tiles;
+* blended tiles with a per-tile estimate (what sharing buys);
+* whole and blended-tiled (shared estimate) on onnxruntime, when ``--onnx`` is given; the
+  tiled onnxruntime output is compared with the blended torch output.
 
 Each is compared with ``U`` by PSNR over all pixels and channels on outputs clamped to
 [0, 1] (what users get) and on raw outputs (the network's unclamped values, with the
@@ -42,6 +44,7 @@ from lightbsr.files import atomic_output
 from lightbsr.runtime.upscaler import Upscaler
 
 SCALE = 4
+COLUMNS = ("tiled_exact", "tiled_shared", "tiled_per_tile", "ort_whole", "ort_tiled_vs_torch_tiled")
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
@@ -78,12 +81,13 @@ def measure(
 ) -> dict[str, Any]:
     """Per-image PSNRs of tiled and onnxruntime outputs against whole-image torch output."""
     whole = Upscaler(checkpoint, backend="torch", device="cpu", tile=0)
-    shared = Upscaler(whole.backend, tile=tile, tile_overlap=overlap, shared_idr=True)
-    per_tile = Upscaler(whole.backend, tile=tile, tile_overlap=overlap, shared_idr=False)
+    exact = Upscaler(whole.backend, tile=tile, tiling="exact") if whole.backend.can_restore_in_tiles else None
+    shared = Upscaler(whole.backend, tile=tile, tile_overlap=overlap, tiling="blend")
+    per_tile = Upscaler(whole.backend, tile=tile, tile_overlap=overlap, shared_idr=False, tiling="blend")
     ort_whole = ort_tiled = None
     if onnx is not None:
         ort_whole = Upscaler(onnx, backend="onnxruntime", device="cpu", tile=0)
-        ort_tiled = Upscaler(ort_whole.backend, tile=tile, tile_overlap=overlap, shared_idr=True)
+        ort_tiled = Upscaler(ort_whole.backend, tile=tile, tile_overlap=overlap, tiling="blend")
     rows = []
     for path in list_images(dataset)[:limit]:
         start = time.perf_counter()
@@ -91,6 +95,8 @@ def measure(
         reference = whole.upscale_lr(lr)
         row: dict[str, Any] = {"image": path.stem, "lr_size": [lr.shape[2], lr.shape[1]]}
         row["range"] = [float(reference.min()), float(reference.max())]
+        if exact is not None:
+            row["tiled_exact"] = _pair(reference, exact.upscale_lr(lr))
         tiled = shared.upscale_lr(lr)
         row["tiled_shared"] = _pair(reference, tiled)
         row["tiles"] = shared.last_run.tiles
@@ -117,7 +123,7 @@ def measure(
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    keys = [k for k in ("tiled_shared", "tiled_per_tile", "ort_whole", "ort_tiled_vs_torch_tiled") if k in rows[0]]
+    keys = [k for k in COLUMNS if k in rows[0]]
     return [(key, kind) for key in keys for kind in ("clamped", "raw")]
 
 
@@ -133,7 +139,7 @@ def _means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def format_row(row: dict[str, Any]) -> str:
     cells = [f"{row['image']:<11}", "{:>3}×{:<3}".format(*row["lr_size"])]
-    for key in ("tiled_shared", "tiled_per_tile", "ort_whole", "ort_tiled_vs_torch_tiled"):
+    for key in COLUMNS:
         if key in row:
             cells.append(f"{row[key]['clamped']:7.2f} {row[key]['raw']:7.2f}")
     return "  ".join(cells)
@@ -141,21 +147,24 @@ def format_row(row: dict[str, Any]) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     rows = result["images"]
-    header = ["image      ", "LR size", "shared IDR     "]
-    if "tiled_per_tile" in result["mean"]:
-        header.append("per-tile IDR   ")
-    if result["onnx"]:
-        header += ["ORT whole      ", "ORT tiled      "]
+    titles = {
+        "tiled_exact": "exact tiles",
+        "tiled_shared": "blend, shared",
+        "tiled_per_tile": "blend, per-tile",
+        "ort_whole": "ORT whole",
+        "ort_tiled_vs_torch_tiled": "ORT blend",
+    }
+    header = ["image      ", "LR size", *(f"{titles[k]:<15}" for k in COLUMNS if k in result["mean"])]
     lines = [
-        f"PSNR (dB) against whole-image torch output; tile {result['tile']}, overlap {result['tile_overlap']}, "
-        f"σ = {result['sigma']}; each cell: clamped raw",
+        f"PSNR (dB) against whole-image torch output (ORT blend: against torch blend); tile {result['tile']}, "
+        f"blend overlap {result['tile_overlap']}, σ = {result['sigma']}; each cell: clamped raw",
         "  ".join(header),
         *(format_row(r) for r in rows),
     ]
     mean = result["mean"]
     cells = ["mean       ", "       "]
     mins = ["min        ", "       "]
-    for key in ("tiled_shared", "tiled_per_tile", "ort_whole", "ort_tiled_vs_torch_tiled"):
+    for key in COLUMNS:
         if key in mean:
             cells.append(f"{mean[key]['clamped']:7.2f} {mean[key]['raw']:7.2f}")
             mins.append(f"{mean[key]['clamped_min']:7.2f} {mean[key]['raw_min']:7.2f}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,21 @@ class TorchBackend(Backend):
                     ]
             channel, spatial = self.model.converter(features, height, width)
         return {name: self._numpy(t) for name, t in zip(self._idr_names, (channel, spatial), strict=True)}
+
+    @property
+    def can_restore_in_tiles(self) -> bool:
+        return self.family == "lightbsr"
+
+    def restore_in_tiles(
+        self, lr: np.ndarray, idr: IDR, tile: int, progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """LightBSR's :meth:`~lightbsr.models.LightBSR.restore_in_tiles`: exact, stage by stage."""
+        if not self.can_restore_in_tiles:
+            return super().restore_in_tiles(lr, idr, tile, progress)
+        tensors = tuple(self._tensor(idr[name]) for name in self._idr_names)
+        with self._context():
+            sr = self.model.restore_in_tiles(self._tensor(lr), tensors, tile, progress)
+        return self._numpy(sr)
 
     def free_memory(self) -> int | None:
         if self._device.type == "cuda":

@@ -13,17 +13,28 @@ estimates per tile, for comparison. The estimate's memory grows with the image (
 (:meth:`Backend.estimate_in_tiles`); otherwise the image is refused with a clear error
 rather than estimated differently.
 
-Tiles (:mod:`lightbsr.runtime.tiling`) overlap by ``tile_overlap`` LR pixels and are
-blended with a raised-cosine window that leaves out the outer quarter of each overlap;
-they are batched ``tile_batch`` at a time. Tiled output approximates whole-image output:
-the networks see a cut edge within their receptive field, and LightBSR's restorer also
-pools every adaptation block's features over the whole input (its channel attention),
-which a tile can only do over itself; a larger tile or overlap brings them closer. With
-``tile=None`` the tile size comes from the device's free memory (the whole image if
-it fits); ``tile=0`` never tiles. A backend that takes inputs up to a size only
-(:attr:`Backend.max_input_size`: TensorRT engines) gets tiles that fit, an explicit larger
-tile being reduced with a warning. On an out-of-memory error the tile is halved and the
-image is run again, with a warning, down to :data:`MIN_RETRY_TILE`.
+Two ways to tile (``tiling``):
+
+* ``"exact"`` — LightBSR on the torch backend: the restorer runs one stage at a time
+  (:meth:`lightbsr.models.LightBSR.restore_in_tiles`) and only each stage's local work is
+  tiled, with its receptive radius as context; the output equals whole-image output up
+  to float rounding. Needed for LightBSR because its restorer also pools every
+  adaptation block's features over the whole input (its channel attention), which a
+  tile restored on its own can only do over itself. It keeps a few 64-channel maps of
+  the LR image's size in memory (``tile_overlap`` and ``tile_batch`` do not apply).
+* ``"blend"`` — every backend and model: tiles (:mod:`lightbsr.runtime.tiling`) overlap
+  by ``tile_overlap`` LR pixels, are restored on their own, batched ``tile_batch`` at a
+  time, and blended with a raised-cosine window that leaves out the outer quarter of each
+  overlap. Output approximates whole-image output: the networks see a cut edge within
+  their receptive field, and a LightBSR tile pools over itself only; a larger tile or
+  overlap brings them closer.
+
+``"auto"`` (the default) is exact where it is available (torch backend, LightBSR, shared
+IDR), else blend. With ``tile=None`` the tile size comes from the device's free memory
+(the whole image if it fits); ``tile=0`` never tiles. A backend that takes inputs up to a
+size only (:attr:`Backend.max_input_size`: TensorRT engines) gets tiles that fit, an
+explicit larger tile being reduced with a warning. On an out-of-memory error the tile is
+halved and the image is run again, with a warning, down to :data:`MIN_RETRY_TILE`.
 """
 
 from __future__ import annotations
@@ -44,7 +55,9 @@ from lightbsr.runtime import memory
 from lightbsr.runtime.backend import IDR, Backend, backend_for_model, load_backend
 from lightbsr.runtime.tiling import Blender, plan_tiles
 
-__all__ = ["MIN_RETRY_TILE", "RunInfo", "Upscaler"]
+__all__ = ["MIN_RETRY_TILE", "TILINGS", "RunInfo", "Upscaler"]
+
+TILINGS = ("auto", "exact", "blend")
 
 MIN_RETRY_TILE = 16
 """Smallest tile the out-of-memory retry goes down to (LR pixels)."""
@@ -74,6 +87,8 @@ class RunInfo:
     """How many times the tile was halved after running out of memory."""
     shared_idr: bool = True
     seconds: float = 0.0
+    tiling: str | None = None
+    """``"exact"`` or ``"blend"`` when tiled (``None``: the whole image in one piece)."""
 
 
 class Upscaler:
@@ -95,6 +110,7 @@ class Upscaler:
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``None`` (fp32 for checkpoints, the
             graph's own precision for ONNX).
         shared_idr: estimate the degradation once per image (``True``) or per tile.
+        tiling: ``"auto"``, ``"exact"`` or ``"blend"`` (see the module docstring).
         **backend_options: passed to the backend's ``load`` (e.g. ``providers``, ``threads``
             for onnxruntime).
 
@@ -117,6 +133,7 @@ class Upscaler:
         tile_batch: int = 1,
         precision: str | None = None,
         shared_idr: bool = True,
+        tiling: str = "auto",
         **backend_options: Any,
     ) -> None:
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 0):
@@ -129,7 +146,18 @@ class Upscaler:
             raise ConfigError(f"tile overlap ({tile_overlap}) must be smaller than the tile ({tile})")
         if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
             raise ConfigError(f"tile batch must be a positive integer, got {tile_batch!r}")
+        if tiling not in TILINGS:
+            raise ConfigError(f"unknown tiling {tiling!r}; choose from {', '.join(TILINGS)}")
         self.backend = _open_backend(model, backend, device, precision, backend_options)
+        exact = shared_idr and self.backend.can_restore_in_tiles
+        if tiling == "exact" and not exact:
+            raise ConfigError(
+                "exact tiling needs a LightBSR model on the torch backend with a shared IDR; "
+                f"this is {self.backend.family} on {self.backend.name}"
+                + ("" if shared_idr else " with per-tile IDRs")
+                + " (use tiling blend)"
+            )
+        self.tiling = "exact" if tiling != "blend" and exact else "blend"
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.tile_batch = tile_batch
@@ -153,6 +181,7 @@ class Upscaler:
             "tile_overlap": self.tile_overlap,
             "tile_batch": self.tile_batch,
             "shared_idr": self.shared_idr,
+            "tiling": self.tiling,
         }
 
     # ------------------------------------------------------------------ lower level
@@ -231,8 +260,17 @@ class Upscaler:
                     stacklevel=2,
                 )
                 tile, retries = smaller, retries + 1
+        exact = tile is not None and self.tiling == "exact"
         self.last_run = RunInfo(
-            height, width, tile, overlap if tile else 0, tiles, retries, self.shared_idr, time.perf_counter() - start
+            height,
+            width,
+            tile,
+            overlap if tile and not exact else 0,
+            tiles,
+            retries,
+            self.shared_idr,
+            time.perf_counter() - start,
+            None if tile is None else self.tiling,
         )
         return sr
 
@@ -319,6 +357,9 @@ class Upscaler:
         if self.shared_idr and not estimate:
             estimate.append(self._shared_estimate(lr))
         idr = estimate[0] if self.shared_idr else None
+        if idr is not None and self.tiling == "exact":
+            sr = self.backend.restore_in_tiles(lr[None], idr, tile, progress)[0]
+            return sr, -(-height // tile) * -(-width // tile)
         tiles = plan_tiles(height, width, tile, overlap)
         blender = Blender(height, width, overlap, self.scale)
         for first in range(0, len(tiles), self.tile_batch):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,17 @@ import pytest
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))  # tests/reference.py and friends
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One compute thread: the tests' tensors are tiny, and on a busy 2-core machine several
+    spinning OpenMP threads per process make them up to 100× slower (measured)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the subprocesses tests start
+    try:
+        import torch
+    except ImportError:  # the runtime works without torch; so do its tests
+        return
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

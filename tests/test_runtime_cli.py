@@ -186,13 +186,16 @@ def test_output_folder_and_json_report(tmp_path: Path, checkpoint: Path, capsys:
     write_image(tmp_path / "in.png", random_image((12, 10, 3)))
     (tmp_path / "out").mkdir()
     args = ["-i", tmp_path / "in.png", "-o", tmp_path / "out", "-m", checkpoint, "--tile", "8", "--tile-overlap", "4"]
-    assert upscale(*args, "--tile-batch", "2", "--json") == 0
+    assert upscale(*args, "--tile-batch", "2", "--tiling", "blend", "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == "torch" and report["shared_idr"] is True and report["ok"] == 1
     (image,) = report["images"]
     assert image["tiles"] == 4 and image["tile_overlap"] == 4 and image["output_size"] == [40, 48]
-    assert image["output"].endswith("out/in.png")
+    assert image["tiling"] == "blend" and image["output"].endswith("out/in.png")
     assert read_image(tmp_path / "out" / "in.png").shape == (48, 40, 3)
+    assert upscale(*args, "--overwrite", "--json") == 0  # auto: exact for LightBSR on torch
+    (image,) = json.loads(capsys.readouterr().out)["images"]
+    assert image["tiling"] == "exact" and image["tiles"] == 4 and image["tile_overlap"] == 0
 
 
 def test_folder_skips_bad_files_and_exits_2_at_the_end(

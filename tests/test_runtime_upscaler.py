@@ -107,9 +107,40 @@ def test_lightbsr_reference_weights_tiled_close_to_untiled(butterfly: np.ndarray
     # (clamped ~50 dB, raw ~35 dB measured), where pasting tiles gives ~17 / -4 dB.
     model = reference_student()
     whole = Upscaler(model, tile=0).upscale_lr(butterfly)
-    tiled = Upscaler(model, tile=40, tile_overlap=24).upscale_lr(butterfly)
+    tiled = Upscaler(model, tile=40, tile_overlap=24, tiling="blend").upscale_lr(butterfly)
     clamped, raw = _psnrs(whole, tiled)
     assert clamped >= 45 and raw >= 30, (clamped, raw)
+
+
+def test_lightbsr_exact_tiling_equals_untiled(butterfly: np.ndarray) -> None:
+    # the same weights that blend tiles only approximate: stage-wise tiles are exact up to float rounding
+    model = reference_student()
+    whole = Upscaler(model, tile=0).upscale_lr(butterfly)
+    upscaler = Upscaler(model, tile=20)
+    assert upscaler.tiling == "exact"
+    ticks: list[tuple[int, int]] = []
+    tiled = upscaler.upscale_lr(butterfly, progress=lambda done, total: ticks.append((done, total)))
+    assert upscaler.last_run.tiling == "exact" and upscaler.last_run.tiles == 9
+    assert upscaler.last_run.tile_overlap == 0
+    assert ticks[-1][0] == ticks[-1][1] == 9 * (8 * 9 + 2)
+    clamped, raw = _psnrs(whole, tiled)
+    assert clamped >= 90 and raw >= 80, (clamped, raw)
+
+
+def test_exact_tiling_needs_lightbsr_on_torch_with_a_shared_estimate() -> None:
+    torch.manual_seed(0)
+    kdsr = build_model("kdsr_student_m_x4").eval()
+    assert Upscaler(kdsr, tile=32).tiling == "blend"  # auto falls back
+    with pytest.raises(ConfigError, match="exact tiling needs a LightBSR model on the torch backend"):
+        Upscaler(kdsr, tile=32, tiling="exact")
+    lightbsr = build_model("lightbsr_student_x4").eval()
+    assert Upscaler(lightbsr, tile=32, shared_idr=False).tiling == "blend"
+    with pytest.raises(ConfigError, match="with per-tile IDRs"):
+        Upscaler(lightbsr, tile=32, shared_idr=False, tiling="exact")
+    with pytest.raises(ConfigError, match="exact"):
+        Upscaler(PointwiseBackend(), tile=8, tiling="exact")
+    with pytest.raises(ConfigError, match="unknown tiling 'seamless'"):
+        Upscaler(lightbsr, tiling="seamless")
 
 
 @pytest.mark.parametrize("arch", ["lightbsr_student_x4", "kdsr_student_m_x4"])
@@ -119,7 +150,7 @@ def test_freshly_initialised_models_tile_almost_exactly(butterfly: np.ndarray, a
     torch.manual_seed(0)
     model = build_model(arch).eval()
     whole = Upscaler(model, tile=0).upscale_lr(butterfly)
-    tiled = Upscaler(model, tile=32, tile_overlap=16, tile_batch=2).upscale_lr(butterfly)
+    tiled = Upscaler(model, tile=32, tile_overlap=16, tile_batch=2, tiling="blend").upscale_lr(butterfly)
     assert psnr(whole, tiled) >= 70
 
 

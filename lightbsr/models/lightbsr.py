@@ -8,6 +8,8 @@ returns the SR image; ``forward`` composes them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,14 +133,21 @@ class AdaptationBlock(nn.Module):
         self.channel_attn2 = nn.Linear(rest // 2, rest, bias=False)
         self.mix = InvertedBottleneck(dim)
 
-    def forward(self, x: torch.Tensor, channel_idr: torch.Tensor, spatial_idr: torch.Tensor) -> torch.Tensor:
+    def channel_weight(self, x: torch.Tensor, channel_idr: torch.Tensor) -> torch.Tensor:
+        """The channel attention's (B, 48) gates: from the last 48 channels of ``x`` averaged over the whole input."""
+        pooled = torch.cat([x[:, self.split :].mean(dim=(2, 3)), channel_idr], dim=1)
+        return torch.sigmoid(self.channel_attn2(F.gelu(self.channel_attn1(pooled))))
+
+    def local(self, x: torch.Tensor, channel_weight: torch.Tensor, spatial_idr: torch.Tensor) -> torch.Tensor:
+        """The block given its channel gates: local ops only, reaching :data:`BLOCK_HALO` pixels."""
         x1, x2 = x[:, : self.split], x[:, self.split :]
         attn = self.spatial_attn2(F.gelu(self.spatial_attn1(torch.cat([spatial_idr, x1], dim=1))))
         x1 = self.spatial_fuse(x1 * torch.sigmoid(attn))
-        pooled = torch.cat([x2.mean(dim=(2, 3)), channel_idr], dim=1)
-        weight = self.channel_attn2(F.gelu(self.channel_attn1(pooled)))
-        x2 = x2 * torch.sigmoid(weight)[:, :, None, None]
+        x2 = x2 * channel_weight[:, :, None, None]
         return x + self.mix(F.gelu(torch.cat([x1, x2], dim=1)))
+
+    def forward(self, x: torch.Tensor, channel_idr: torch.Tensor, spatial_idr: torch.Tensor) -> torch.Tensor:
+        return self.local(x, self.channel_weight(x, channel_idr), spatial_idr)
 
 
 class AdaptationGroup(nn.Module):
@@ -158,8 +167,11 @@ class AdaptationGroup(nn.Module):
         y = x
         for block in self.blocks:
             y = block(y, channel_idr, spatial_idr)
-        y = self.conv(self.convnext(y))
-        return y + x, channel_idr, spatial_idr
+        return self.tail(y, x), channel_idr, spatial_idr
+
+    def tail(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """After the blocks: ConvNeXt block, conv and the group's residual (reaches :data:`GROUP_TAIL_HALO` pixels)."""
+        return self.conv(self.convnext(y)) + x
 
 
 # --------------------------------------------------------------------------- networks
@@ -199,8 +211,100 @@ class LightBSR(nn.Module):
         res = self.body_conv(res) + x
         return self.add_mean(self.tail(self.upsampler(res)))
 
+    def restore_in_tiles(
+        self, lr: torch.Tensor, idr: IDR, tile: int, progress: Callable[[int, int], None] | None = None
+    ) -> torch.Tensor:
+        """:meth:`restore`, computed tile by tile with bounded memory — equal to it up to float rounding.
+
+        A tile cannot simply be restored on its own: every adaptation block gates its
+        channels with an average over the whole input (its channel attention), which a
+        tile only sees a part of. Here the network is run one stage at a time — each of
+        the 64 adaptation blocks, each group's tail, the body conv, the upsampler — and
+        only the stage's local work is tiled: a block's channel gates are computed from
+        the whole LR-resolution feature map (64 channels, kept whole between stages), then
+        its convolutions run on ``tile`` × ``tile`` pieces with enough context around them
+        (the stage's receptive radius) that every kept pixel is exact. Memory: a few
+        64-channel maps at LR resolution plus one tile's work, instead of the whole
+        network's activations (the ×4 upsampler's alone are 16× larger).
+        ``progress(done, total)`` is called after each tile of each stage.
+        """
+        channel_idr, spatial_idr = idr
+        stages = sum(len(group.blocks) + 1 for group in self.groups) + 2
+        counter = _TileCounter(lr.shape[2], lr.shape[3], tile, stages, progress)
+        x = self.head(self.sub_mean(lr))
+        res = x
+        for group in self.groups:
+            channel_idr, spatial_idr = group.correction(channel_idr, spatial_idr)
+            y = res
+            for block in group.blocks:
+                weight = block.channel_weight(y, channel_idr)
+                y = _apply_in_tiles(
+                    lambda t, s, b=block, w=weight: b.local(t, w, s), (y, spatial_idr), tile, BLOCK_HALO, counter
+                )
+            res = _apply_in_tiles(group.tail, (y, res), tile, GROUP_TAIL_HALO, counter)
+        res = _apply_in_tiles(lambda r, s: self.body_conv(r) + s, (res, x), tile, 1, counter)
+        return _apply_in_tiles(
+            lambda r: self.add_mean(self.tail(self.upsampler(r))), (res,), tile, UPSAMPLE_HALO, counter, self.scale
+        )
+
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.restore(lr, self.estimate(lr))
+
+
+BLOCK_HALO = 6
+"""Receptive radius of an adaptation block's local part (LR pixels): 3×3 + 5×5 convs on the spatial branch, 7×7 dw."""
+GROUP_TAIL_HALO = 4
+"""Of a group's tail: the ConvNeXt block's 7×7 dw conv and a 3×3 conv."""
+UPSAMPLE_HALO = 2
+"""Of the upsampler and tail in LR pixels: a 3×3 conv at LR, then 3×3 convs at 2× (or 3×) and at the output scale."""
+
+
+class _TileCounter:
+    """Counts tiles over the stages of :meth:`LightBSR.restore_in_tiles` for a progress callback."""
+
+    def __init__(
+        self, height: int, width: int, tile: int, stages: int, progress: Callable[[int, int], None] | None
+    ) -> None:
+        self.total = stages * -(-height // tile) * -(-width // tile)
+        self.done = 0
+        self.progress = progress
+
+    def step(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+def _apply_in_tiles(
+    stage: Callable[..., torch.Tensor],
+    inputs: tuple[torch.Tensor, ...],
+    tile: int,
+    halo: int,
+    counter: _TileCounter,
+    scale: int = 1,
+) -> torch.Tensor:
+    """``stage(*inputs)`` over ``tile``-sized pieces of same-size (B, C, H, W) inputs, each with ``halo`` context.
+
+    ``stage`` must be local with a receptive radius ≤ ``halo`` (the zero padding at a
+    cut edge then only spoils the context that is cut off again) and may upscale by
+    ``scale``. The image border is the image's own, so padding there is as in one piece.
+    """
+    batch, _, height, width = inputs[0].shape
+    out: torch.Tensor | None = None
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            y0, x0 = max(0, top - halo), max(0, left - halo)
+            y1, x1 = min(height, bottom + halo), min(width, right + halo)
+            part = stage(*(t[:, :, y0:y1, x0:x1] for t in inputs))
+            if out is None:
+                out = part.new_empty((batch, part.shape[1], height * scale, width * scale))
+            out[:, :, top * scale : bottom * scale, left * scale : right * scale] = part[
+                :, :, (top - y0) * scale : (bottom - y0) * scale, (left - x0) * scale : (right - x0) * scale
+            ]
+            counter.step()
+    assert out is not None
+    return out
 
 
 class Projector(nn.Sequential):
