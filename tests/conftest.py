@@ -9,6 +9,8 @@ import pytest
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))  # tests/reference.py and friends
 
+pytest_plugins = ["export_fixtures"]  # the exported-model fixtures the export and deploy tests share
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """One compute thread: the tests' tensors are tiny, and on a busy 2-core machine several

@@ -13,8 +13,6 @@ from export_fixtures import Exported
 from lightbsr.cli import main
 from lightbsr.export import compare
 
-pytest_plugins = ["export_fixtures"]
-
 IMAGES = Path(__file__).parent / "data" / "images"
 
 

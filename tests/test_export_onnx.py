@@ -23,8 +23,6 @@ from lightbsr.export._ort import ort_session, run
 from lightbsr.files import sha256_file
 from lightbsr.models import REFERENCE_ARCHS, ModelConfig, load_reference_checkpoint
 
-pytest_plugins = ["export_fixtures"]
-
 TOLERANCE = 1e-4
 SPLIT_TOLERANCE = 1e-5
 

@@ -19,8 +19,6 @@ from lightbsr.export import calibration_crops, quantize_fp16, quantize_int8, rea
 from lightbsr.export._ort import ort_session, run
 from lightbsr.export.precision import FP16_KEEP_FP32_OPS, boundary_nodes
 
-pytest_plugins = ["export_fixtures"]
-
 IMAGES = Path(__file__).parent / "data" / "images"
 
 

@@ -19,13 +19,11 @@ from lightbsr.cli import main
 from lightbsr.errors import ConfigError
 from lightbsr.export.triton import write_triton_repository
 
-pytest_plugins = ["export_fixtures"]
-
 try:
     from tritonclient.grpc import model_config_pb2
 except (ImportError, RuntimeError):  # tritonclient without its grpc extra raises RuntimeError
     pytest.skip("needs tritonclient[grpc] (the [dev] extra) for Triton's ModelConfig proto", allow_module_level=True)
-from google.protobuf import text_format  # noqa: E402  (protobuf comes with tritonclient and onnx)
+from google.protobuf import text_format
 
 
 def parse_config(path: Path):  # -> model_config_pb2.ModelConfig
