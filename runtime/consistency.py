@@ -128,7 +128,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and minimum of each figure over the images (an image that fits one tile, PSNR = ∞, is left out)."""
+    """Mean and minimum of each figure over the images (∞, outputs equal bit for bit, is left out)."""
     means: dict[str, dict[str, float]] = {}
     for key, kind in _columns(rows) if rows else []:
         values = [r[key][kind] for r in rows if math.isfinite(r[key][kind])]
@@ -168,7 +168,7 @@ def format_table(result: dict[str, Any]) -> str:
         if key in mean:
             cells.append(f"{mean[key]['clamped']:7.2f} {mean[key]['raw']:7.2f}")
             mins.append(f"{mean[key]['clamped_min']:7.2f} {mean[key]['raw_min']:7.2f}")
-    footer = "(means and minima leave out images that fit in one tile, whose PSNR is ∞)"
+    footer = "(means and minima leave out ∞: outputs equal bit for bit, e.g. an image that fits in one tile)"
     return "\n".join([*lines, "  ".join(cells), "  ".join(mins), footer])
 
 
