@@ -76,8 +76,8 @@ def count_torch(model: Any, height: int, width: int | None = None, batch: int = 
         arch = config.arch
     else:
         net = copy.deepcopy(model).to("meta")
-        arch = type(model).__name__
-        if "Teacher" in arch:
+        arch = name or type(model).__name__
+        if "Teacher" in type(model).__name__:
             _require_student("teacher", arch)
     net.eval()
     params = sum(p.numel() for p in net.parameters())
