@@ -22,7 +22,7 @@ MODEL is an architecture name (e.g. lightbsr_student_x4, kdsr_student_m_x4; rand
 --seed), a lightbsr checkpoint (.safetensors) or an ONNX file (complexity only). Students only.
 
 --complexity: parameters and multiply-accumulates of the full forward (estimate + restore) at each
-  --size, counted with torch's FlopCounterMode on the meta device (ONNX: Conv/ConvTranspose/Gemm/
+  --size and at 256×256, counted with torch's FlopCounterMode on the meta device (ONNX: Conv/ConvTranspose/Gemm/
   MatMul with shapes from shape inference). MACs are the papers' "GFLOPs" (at 256×256 LR);
   FLOPs = 2 × MACs, labelled.
 --latency: every target at every --size and --batch: warm-up, then timed runs (CUDA events on a
@@ -112,7 +112,7 @@ def _measure(args: argparse.Namespace) -> dict:
     from lightbsr.errors import BackendUnavailableError, ConfigError
 
     from . import latency as lat
-    from .complexity import count_onnx, count_torch
+    from .complexity import PAPERS_LR_SIZE, count_onnx, count_torch
 
     model_path = Path(args.model)
     is_onnx = model_path.suffix.lower() == ".onnx"
@@ -155,7 +155,8 @@ def _measure(args: argparse.Namespace) -> dict:
     result.update({"arch": arch, "weights": weights})
     if do_complexity:
         counted = []
-        for height, width in sizes:
+        papers = (PAPERS_LR_SIZE, PAPERS_LR_SIZE)
+        for height, width in [*sizes, *([] if papers in sizes else [papers])]:
             c = count_onnx(model_path, height, width) if is_onnx else count_torch(model, height, width, name=arch)
             counted.append(c.to_dict())
         result["complexity"] = counted

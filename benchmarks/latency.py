@@ -357,7 +357,11 @@ def measure(
     max_seconds: float = math.inf,
     progress: bool = True,
 ) -> list[Row]:
-    """Measure every target at every size and batch; the first target must be the reference."""
+    """Measure every target at every size and batch; the first target must be the reference.
+
+    A target whose single run took longer than ``max_seconds`` is skipped at larger inputs (with the
+    reason), so a slow path (e.g. BF16 on a CPU without BF16 instructions) cannot take the whole budget.
+    """
     from tqdm import tqdm
 
     from lightbsr.metrics import psnr
@@ -366,6 +370,7 @@ def measure(
         raise ConfigError(f"the first target must be the runnable reference {REFERENCE}")
     rows: list[Row] = []
     runners: dict[str, Runner] = {}
+    too_slow: dict[str, tuple[int, float]] = {}  # target → (pixels, seconds) of a case slower than max_seconds
     skipped: dict[str, str] = {t.name: t.skip_reason for t in targets if t.skip_reason}
     jobs = [(size, batch, t) for size in sizes for batch in batches for t in targets]
     active = [j for j in jobs if j[2].name not in skipped]
@@ -377,6 +382,11 @@ def measure(
             row.status, row.reason = "skipped", skipped[target.name]
             rows.append(row)
             continue
+        if target.name in too_slow and batch * height * width > too_slow[target.name][0]:
+            row.status = "skipped"
+            row.reason = f"one run at a smaller input took {too_slow[target.name][1]:.0f} s (> max_seconds)"
+            rows.append(row)
+            continue
         bar.set_postfix_str(f"{target.name} {height}×{width} b{batch}")
         try:
             if target.name not in runners:
@@ -386,7 +396,9 @@ def measure(
             lr = np.repeat(image_crop(image, height, width), batch, axis=0)
             memory = PeakMemory(target.device, target.torch_target)
             memory.reset()
-            out = runner(lr)  # also checks that it runs before timing
+            first = time.perf_counter()
+            out = runner(lr)  # also checks that it runs before timing (and warms up)
+            first = time.perf_counter() - first
             if batch == 1:
                 sr = np.clip(target.to_numpy(out), 0.0, 1.0)
                 if target.name == REFERENCE:
@@ -412,6 +424,8 @@ def measure(
             rows.append(row)
             bar.update(1)
             continue
+        if min(first, timing.median) > max_seconds:
+            too_slow[target.name] = (batch * height * width, timing.median)
         peak = memory.peak_bytes()
         row.peak_memory_mb = None if peak is None else round(peak / 2**20, 1)
         row.memory_method = memory.method
