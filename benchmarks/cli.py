@@ -68,8 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the JSON report (no FILE: stdout)")
     out.add_argument("--markdown", metavar="FILE", help="write the report as Markdown tables")
     out.add_argument("--plot", metavar="FILE", help="write a PNG figure (needs pip install 'lightbsr[bench]')")
-    out.add_argument("--note", action="append", default=[], help="a line of text for the report (repeatable)")
-    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
+    out.add_argument("--note", action="append", help="a line of text for the report (repeatable)")
+    out.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
+    )
     p.set_defaults(func=_run_bench)
 
 
@@ -86,7 +88,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
             raise BackendUnavailableError("--plot needs matplotlib: pip install 'lightbsr[bench]'") from err
     quality = [load_eval_json(path) for path in args.eval_json]
-    document: dict = {"schema": SCHEMA, "model": args.model or "", "notes": list(args.note)}
+    document: dict = {"schema": SCHEMA, "model": args.model or "", "notes": list(args.note or [])}
     if args.model:
         document.update(_measure(args))
     elif not quality:
@@ -189,7 +191,7 @@ def _measure(args: argparse.Namespace) -> dict:
             repeats=args.repeats,
             min_repeats=args.min_repeats,
             max_seconds=args.max_seconds,
-            progress=args.progress,
+            progress=getattr(args, "progress", True),
         )
         result["environment"] = lat.environment(threads, device)
         result["latency"] = {

@@ -49,7 +49,8 @@ def write_markdown(document: dict[str, Any], path: str | os.PathLike[str]) -> No
 
 def markdown(document: dict[str, Any]) -> str:
     """The report as Markdown: environment, complexity, latency/accuracy, skipped targets, quality."""
-    lines = [f"# lightbsr bench: {document.get('model', '')}", ""]
+    title = f"lightbsr bench: {document['model']}" if document.get("model") else "lightbsr bench report"
+    lines = [f"# {title}", ""]
     if document.get("weights"):
         lines += [f"Weights: {document['weights']}", ""]
     lines += [f"- {note}" for note in document.get("notes", [])]
@@ -78,8 +79,8 @@ def markdown(document: dict[str, Any]) -> str:
     latency = document.get("latency")
     if latency:
         lines += _latency_markdown(latency)
-    for quality in document.get("quality", []):
-        lines += _quality_markdown(quality)
+    if document.get("quality"):
+        lines += _quality_markdown(document["quality"])
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -134,30 +135,35 @@ def best_batches(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return best
 
 
-def _quality_markdown(quality: dict[str, Any]) -> list[str]:
-    sigmas = [str(s) for s in quality["sigmas"]]
+def _quality_markdown(documents: Sequence[dict[str, Any]]) -> list[str]:
+    """One table: a row per model × dataset, a column per kernel width σ (union over the documents)."""
+    sigmas = list(dict.fromkeys(float(s) for q in documents for s in q["sigmas"]))
+    protocols = sorted({f"setting {q['setting']}, ×{q['scale']}" for q in documents})
     lines = [
-        f"## Quality: {quality['model']} ({quality.get('method', '')})",
+        "## Quality",
         "",
-        f"`lightbsr eval`: papers' protocol, setting {quality['setting']}, ×{quality['scale']}; Y-PSNR (dB) / SSIM.",
+        f"`lightbsr eval` (papers' protocol: {'; '.join(protocols)}): mean Y-PSNR (dB) / SSIM.",
         "",
-        "| dataset | images | " + " | ".join(f"σ={s}" for s in sigmas) + " |",
-        "|---|---|" + "---|" * len(sigmas),
+        "| model | method | dataset | images | " + " | ".join(f"σ={s:g}" for s in sigmas) + " |",
+        "|---|---|---|---|" + "---|" * len(sigmas),
     ]
-    for d in quality["datasets"]:
-        cells = []
-        for s in sigmas:
-            score = _at_sigma(d["mean"], s)
-            cells.append(f"{_num(score.get('psnr'), 2)} / {_num(score.get('ssim'), 4)}" if score else "–")
-        lines.append(f"| {d['name']} | {d['images']} | " + " | ".join(cells) + " |")
+    for q in documents:
+        for d in q["datasets"]:
+            cells = []
+            for sigma in sigmas:
+                score = _at_sigma(d["mean"], sigma)
+                cells.append(f"{_num(score.get('psnr'), 2)} / {_num(score.get('ssim'), 4)}" if score else "–")
+            lines.append(
+                f"| {q['model']} | {q.get('method', '')} | {d['name']} | {d['images']} | " + " | ".join(cells) + " |"
+            )
     lines.append("")
     return lines
 
 
-def _at_sigma(means: dict[str, Any], sigma: str) -> dict[str, Any]:
+def _at_sigma(means: dict[str, Any], sigma: float) -> dict[str, Any]:
     for key, value in means.items():
         try:
-            if abs(float(key) - float(sigma)) < 1e-9:
+            if abs(float(key) - sigma) < 1e-9:
                 return dict(value)
         except ValueError:
             continue
