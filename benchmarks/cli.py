@@ -46,29 +46,58 @@ Defaults: sizes {" ".join(CPU_SIZES)} on the CPU, {" ".join(CUDA_SIZES)} on CUDA
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "bench", "complexity, latency and accuracy reports", DESCRIPTION)
-    p.add_argument("model", nargs="?", metavar="MODEL", help="architecture name, checkpoint or ONNX file")
+    p.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        default=argparse.SUPPRESS,
+        help="architecture name, checkpoint or ONNX file",
+    )
     what = p.add_argument_group("what to measure")
     what.add_argument("--complexity", action="store_true", help="count parameters and MACs")
     what.add_argument("--latency", action="store_true", help="measure latency, memory and accuracy")
-    what.add_argument("--size", nargs="+", metavar="SIZE", help="LR sizes: N, HxW, 720p or 1080p (default: by device)")
-    what.add_argument("--batch", nargs="+", type=int, metavar="N", help="batch sizes (default: 1 CPU, 1 8 CUDA)")
+    what.add_argument(
+        "--size",
+        nargs="+",
+        metavar="SIZE",
+        default=argparse.SUPPRESS,
+        help="LR sizes: N, HxW, 720p or 1080p (default: by device)",
+    )
+    what.add_argument(
+        "--batch",
+        nargs="+",
+        type=int,
+        metavar="N",
+        default=argparse.SUPPRESS,
+        help="batch sizes (default: 1 CPU, 1 8 CUDA)",
+    )
     what.add_argument("--onnx", nargs="+", default=[], metavar="FILE", help="ONNX files to run with ONNX Runtime")
-    what.add_argument("--targets", nargs="+", metavar="NAME", help="only these targets (names above); default: all")
+    what.add_argument(
+        "--targets", nargs="+", metavar="NAME", default=argparse.SUPPRESS, help="only these targets (default: all)"
+    )
     what.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
     what.add_argument("--image", default=str(DEFAULT_IMAGE), help="real image cropped to each size for accuracy")
     what.add_argument("--eval-json", nargs="+", default=[], metavar="FILE", help="`lightbsr eval --json` outputs")
     what.add_argument("--seed", type=int, default=0, help="seed of the random weights of an architecture name")
     timing = p.add_argument_group("timing")
     timing.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: default)")
-    timing.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
+    timing.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (the accuracy run is one)")
     timing.add_argument("--repeats", type=int, default=20, help="timed runs (at most)")
     timing.add_argument("--min-repeats", type=int, default=3, help="timed runs at least, even past --max-seconds")
-    timing.add_argument("--max-seconds", type=float, default=30.0, help="stop timing a case after this (seconds)")
+    timing.add_argument(
+        "--max-seconds",
+        type=float,
+        default=30.0,
+        help="stop timing a case after this many seconds; a target slower than this per run is skipped at larger "
+        "inputs (the reference always runs)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the JSON report (no FILE: stdout)")
     out.add_argument("--markdown", metavar="FILE", help="write the report as Markdown tables")
     out.add_argument("--plot", metavar="FILE", help="write a PNG figure (needs pip install 'lightbsr[bench]')")
-    out.add_argument("--note", action="append", help="a line of text for the report (repeatable)")
+    out.add_argument(
+        "--note", action="append", default=argparse.SUPPRESS, help="a line of text for the report (repeatable)"
+    )
     out.add_argument(
         "--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
     )
@@ -88,7 +117,8 @@ def _run_bench(args: argparse.Namespace) -> int:
 
             raise BackendUnavailableError("--plot needs matplotlib: pip install 'lightbsr[bench]'") from err
     quality = [load_eval_json(path) for path in args.eval_json]
-    document: dict = {"schema": SCHEMA, "model": args.model or "", "notes": list(args.note or [])}
+    args.model = getattr(args, "model", None)
+    document: dict = {"schema": SCHEMA, "model": args.model or "", "notes": list(getattr(args, "note", []))}
     if args.model:
         document.update(_measure(args))
     elif not quality:
@@ -127,8 +157,10 @@ def _measure(args: argparse.Namespace) -> dict:
         raise BackendUnavailableError("--device cuda: no CUDA device is available to PyTorch")
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = [lat.parse_size(s) for s in (args.size or (CUDA_SIZES if device == "cuda" else CPU_SIZES))]
-    batches = args.batch or ([1, 8] if device == "cuda" else [1])
+    sizes = [
+        lat.parse_size(s) for s in (getattr(args, "size", None) or (CUDA_SIZES if device == "cuda" else CPU_SIZES))
+    ]
+    batches = getattr(args, "batch", None) or ([1, 8] if device == "cuda" else [1])
     if min(batches) < 1:
         raise ConfigError("--batch must be ≥ 1")
     result: dict = {}
@@ -167,7 +199,7 @@ def _measure(args: argparse.Namespace) -> dict:
     if do_latency:
         assert model is not None
         threads = args.threads or torch.get_num_threads()
-        names = args.targets or []
+        names = getattr(args, "targets", [])
         torch_names = [n for n in lat.TORCH_TARGETS if not names or n in names]
         if lat.REFERENCE not in torch_names:
             torch_names.insert(0, lat.REFERENCE)
