@@ -22,6 +22,7 @@ Accuracy: every target upscales the same real image crop at batch 1, and the out
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import platform
@@ -417,7 +418,7 @@ def measure(
                     value = psnr(torch.from_numpy(sr), torch.from_numpy(reference_sr))
                     row.psnr_vs_reference_db = "inf" if math.isinf(value) else round(value, 2)
             timing = time_runs(
-                lambda runner=runner, lr=lr: runner(lr),
+                functools.partial(runner, lr),
                 warmup=max(0, warmup - 1),
                 repeats=repeats,
                 min_repeats=min_repeats,

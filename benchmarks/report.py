@@ -203,7 +203,7 @@ def plot(document: dict[str, Any], path: str | os.PathLike[str]) -> None:
     left.set_ylabel(f"output MP/s (batch {batch}, median)")
     left.legend(fontsize=8)
     left.grid(axis="y", alpha=0.3)
-    accuracy = {}
+    accuracy: dict[str, float] = {}
     for r in rows:
         value = r.get("psnr_vs_reference_db")
         if r["batch"] == 1 and isinstance(value, (int, float)):
