@@ -22,9 +22,9 @@ MODEL is an architecture name (e.g. lightbsr_student_x4, kdsr_student_m_x4; rand
 --seed), a lightbsr checkpoint (.safetensors) or an ONNX file (complexity only). Students only.
 
 --complexity: parameters and multiply-accumulates of the full forward (estimate + restore) at each
-  --size and at 256×256, counted with torch's FlopCounterMode on the meta device (ONNX: Conv/ConvTranspose/Gemm/
-  MatMul with shapes from shape inference). MACs are the papers' "GFLOPs" (at 256×256 LR);
-  FLOPs = 2 × MACs, labelled.
+  --size and at 256×256, counted with torch's FlopCounterMode on the meta device; each --onnx file
+  is counted at 256×256 from its graph (Conv/ConvTranspose/Gemm/MatMul, shapes from shape
+  inference). MACs are the papers' "GFLOPs" (at 256×256 LR); FLOPs = 2 × MACs, labelled.
 --latency: every target at every --size and --batch: warm-up, then timed runs (CUDA events on a
   GPU, perf_counter on the CPU): median/p90/p99 ms, output MP/s, peak memory, speed-up vs the
   PyTorch FP32 eager reference measured in the same run, and PSNR of each target's output vs the
@@ -193,6 +193,8 @@ def _measure(args: argparse.Namespace) -> dict:
         for height, width in [*sizes, *([] if papers in sizes else [papers])]:
             c = count_onnx(model_path, height, width) if is_onnx else count_torch(model, height, width, name=arch)
             counted.append(c.to_dict())
+        for path in getattr(args, "onnx", []):  # the deployed graphs, at the papers' size
+            counted.append(count_onnx(path, PAPERS_LR_SIZE).to_dict())
         result["complexity"] = counted
         if is_onnx:
             result["arch"] = counted[0]["arch"]
@@ -236,8 +238,17 @@ def _measure(args: argparse.Namespace) -> dict:
                 "min_repeats": args.min_repeats,
                 "max_seconds": args.max_seconds,
                 "timer": "CUDA events (PyTorch targets on CUDA), else time.perf_counter",
-                "image": str(args.image),
+                "image": _display_path(args.image),
             },
             "rows": [r.to_dict() for r in rows],
         }
     return result
+
+
+def _display_path(path: str) -> str:
+    """``path`` relative to the working directory where it lies below it (reports stay machine-independent)."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

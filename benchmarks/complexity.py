@@ -7,7 +7,8 @@ The papers' "GFLOPs" are MACs (one multiply-add counted once) for a 256×256 LR 
   device under :class:`torch.utils.flop_counter.FlopCounterMode` (no memory, no arithmetic: fast at
   any size). The counted ops are convolutions and matrix products (conv, mm, addmm, bmm, ...);
   element-wise ops, norms and activations are not counted, as in the papers.
-* :func:`count_onnx` reads an ONNX graph: parameters from its float initializers, MACs from
+* :func:`count_onnx` reads an ONNX graph: parameters from its initializers (float, and INT8 weights of Q/DQ
+  graphs; not scales or zero points), MACs from
   Conv/ConvTranspose/Gemm/MatMul with the shapes that ONNX shape inference gives at the size.
 """
 
@@ -105,12 +106,15 @@ def count_onnx(path: str | os.PathLike[str], height: int, width: int | None = No
         raise ModelFileError(f"{path}: not a readable ONNX file ({_first_line(err)})") from err
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
+    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
     float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-    quantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    qdq = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    quantized = {node.input[0] for node in qdq if node.op_type == "DequantizeLinear"}
+    scales = {name for node in qdq for name in node.input[1:]}  # scales and zero points are not parameters
     params = sum(
         math.prod(t.dims)
         for t in graph.initializer
-        if t.data_type in float_types or (t.name in quantized and t.data_type in (onnx.TensorProto.INT8,))
+        if t.name not in scales and (t.data_type in float_types or (t.name in quantized and t.data_type in int8))
     )
     real_inputs = [i for i in graph.input if i.name not in initializers]
     if [i.name for i in real_inputs] != [contract.INPUT_LR]:

@@ -52,7 +52,11 @@ def test_one_command_writes_json_markdown_and_plot(tmp_path: Path, eval_json: Pa
     assert code == 0, err
     document = json.loads(files["json"].read_text())
     assert document["schema"] == "lightbsr.bench/1" and document["notes"] == ["hello"]
-    assert [c["height"] for c in document["complexity"]] == [8, 256]
+    assert [(c["model"], c["height"]) for c in document["complexity"]] == [
+        ("lightbsr_student_x4", 8),
+        ("lightbsr_student_x4", 256),
+        ("tiny.onnx", 256),
+    ]
     rows = {r["target"]: r for r in document["latency"]["rows"]}
     assert rows["torch-fp32"]["status"] == "ok" and rows["ort-cpu-fp32"]["status"] == "ok"
     assert "torch-bf16" not in rows  # not among --targets
