@@ -216,9 +216,8 @@ def plot(document: dict[str, Any], path: str | os.PathLike[str]) -> None:
     else:
         right.text(0.5, 0.5, "no accuracy rows", ha="center")
     env = document.get("environment", {})
-    fig.suptitle(
-        f"{document.get('model', '')} on {env.get('gpu') or env.get('cpu', '')} ({env.get('threads')} threads)"
-    )
+    name = document.get("arch") or document.get("model", "")
+    fig.suptitle(f"{name} on {env.get('gpu') or env.get('cpu', '')} ({env.get('threads')} threads)")
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
