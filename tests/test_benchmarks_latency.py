@@ -1,0 +1,138 @@
+"""Latency measurement: timing, sizes, real-image inputs, the target grid, skipped and failing targets."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightbsr.benchmarks import latency as lat
+from lightbsr.errors import ConfigError
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from export_fixtures import single_torch_thread, tiny_lightbsr
+from runtime_models import export_onnx
+
+IMAGE = Path(__file__).parent / "data" / "images" / "baby_crop.png"
+
+
+def test_time_runs_counts_and_stops_early() -> None:
+    calls: list[int] = []
+    timing = lat.time_runs(lambda: calls.append(1), warmup=2, repeats=5)
+    assert len(calls) == 7 and len(timing.times) == 5
+    assert timing.percentile(0) <= timing.median <= timing.percentile(90) <= timing.percentile(99)
+    slow = lat.time_runs(lambda: time.sleep(0.01), warmup=0, repeats=50, min_repeats=2, max_seconds=0.005)
+    assert len(slow.times) == 2
+    assert all(t >= 0.009 for t in slow.times)
+    with pytest.raises(ConfigError):
+        lat.time_runs(lambda: None, repeats=0)
+
+
+def test_parse_size() -> None:
+    assert lat.parse_size("64") == (64, 64)
+    assert lat.parse_size("48x80") == (48, 80)
+    assert lat.parse_size("720p") == (720, 1280)
+    for bad in ("0", "a", "1x2x3", "-4"):
+        with pytest.raises(ConfigError):
+            lat.parse_size(bad)
+
+
+@pytest.mark.parametrize(("height", "width"), [(8, 8), (12, 40), (200, 300)])
+def test_image_crop_is_a_real_image_at_the_size(height: int, width: int) -> None:
+    crop = lat.image_crop(IMAGE, height, width)
+    assert crop.shape == (1, 3, height, width) and crop.dtype == np.float32
+    assert 0.0 <= crop.min() < crop.max() <= 1.0
+    assert crop.std() > 0.01  # image content, not a flat field
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    model = tiny_lightbsr()
+    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
+    with single_torch_thread():
+        export_onnx(model, path, arch="lightbsr_student_x4", graphs=("full",))
+    return model, path
+
+
+def _slow_target(model: torch.nn.Module, seconds: float) -> lat.Target:
+    def prepare() -> lat.Runner:
+        def run(lr: np.ndarray) -> np.ndarray:
+            time.sleep(seconds)
+            with torch.no_grad():
+                return model(torch.from_numpy(lr)).numpy()
+
+        return run
+
+    return lat.Target("slow", "test", "fp32", "cpu", prepare=prepare)
+
+
+def _broken_target() -> lat.Target:
+    def prepare() -> lat.Runner:
+        def run(lr: np.ndarray) -> np.ndarray:
+            raise RuntimeError("kernel exploded\nsecond line")
+
+        return run
+
+    return lat.Target("broken", "test", "fp32", "cpu", prepare=prepare)
+
+
+def test_measure_grid(tiny: tuple[torch.nn.Module, Path]) -> None:
+    model, onnx_path = tiny
+    with single_torch_thread():
+        targets = lat.torch_targets(model, "cpu", ["torch-fp32", "torch-fp16", "torch-compile-fp32"])
+        targets += lat.onnx_targets([onnx_path], "cpu", ["ort-cpu", "ort-cuda"], threads=1)
+        targets += [_slow_target(model, 0.05), _broken_target()]
+        rows = lat.measure(
+            targets, [(8, 8), (8, 12)], [1, 2], IMAGE, warmup=1, repeats=3, max_seconds=0.02, progress=False
+        )
+    by = {(r.target, r.width, r.batch): r for r in rows}
+    assert len(rows) == len(targets) * 4
+    ref = by[("torch-fp32", 8, 1)]
+    assert ref.status == "ok" and ref.speedup == 1.0 and ref.psnr_vs_reference_db == "inf"
+    assert ref.runs >= 1 and ref.median_ms > 0 and ref.p90_ms <= ref.p99_ms
+    assert ref.output_mp_per_s == pytest.approx(8 * 8 * 16 / 1e6 / (ref.median_ms / 1e3), rel=1e-2)
+    assert ref.peak_memory_mb and ref.peak_memory_mb > 0 and "RSS" in ref.memory_method
+    ort = by[("ort-cpu-fp32", 8, 1)]
+    assert ort.status == "ok" and ort.precision == "fp32"
+    assert isinstance(ort.psnr_vs_reference_db, float) and ort.psnr_vs_reference_db > 80  # same weights
+    assert ort.speedup == pytest.approx(ref.median_ms / ort.median_ms, rel=1e-2)
+    assert by[("ort-cpu-fp32", 8, 2)].psnr_vs_reference_db is None  # accuracy at batch 1 only
+    for name in ("torch-fp16", "torch-compile-fp32"):  # CPU defaults: skipped, with the reason
+        assert by[(name, 8, 1)].status == "skipped" and by[(name, 8, 1)].reason
+    cuda = by[("ort-cuda-fp32", 8, 1)]
+    if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers():
+        assert cuda.status == "skipped" and "CUDAExecutionProvider" in cuda.reason
+    assert by[("broken", 8, 1)].status == "failed" and by[("broken", 8, 1)].reason == "kernel exploded"
+    # slower than max_seconds at 8×8 batch 1: measured there, skipped at larger inputs
+    assert by[("slow", 8, 1)].status == "ok" and by[("slow", 8, 1)].median_ms >= 50
+    assert by[("slow", 12, 1)].status == "skipped" and "max_seconds" in by[("slow", 12, 1)].reason
+    assert all(by[("torch-fp32", w, b)].status == "ok" for w in (8, 12) for b in (1, 2))
+
+
+def test_forced_cpu_fp16_runs_or_fails_with_reason(tiny: tuple[torch.nn.Module, Path]) -> None:
+    model, _ = tiny
+    with single_torch_thread():
+        targets = lat.torch_targets(model, "cpu", ["torch-fp32", "torch-bf16"], force=["torch-bf16"])
+        rows = lat.measure(targets, [(8, 8)], [1], IMAGE, warmup=0, repeats=1, progress=False)
+    bf16 = rows[1]
+    assert bf16.status in ("ok", "failed")
+    if bf16.status == "ok":
+        assert isinstance(bf16.psnr_vs_reference_db, float) and 15 < bf16.psnr_vs_reference_db < math.inf
+
+
+def test_reference_must_come_first(tiny: tuple[torch.nn.Module, Path]) -> None:
+    _, onnx_path = tiny
+    with pytest.raises(ConfigError, match="reference"):
+        lat.measure(lat.onnx_targets([onnx_path], "cpu", ["ort-cpu"], 1), [(8, 8)], [1], IMAGE, progress=False)
+
+
+def test_environment_names_the_machine() -> None:
+    env = lat.environment(2, "cpu")
+    assert env["threads"] == 2 and env["cpu"] and env["torch"] == torch.__version__
+    assert "onnxruntime" in env
