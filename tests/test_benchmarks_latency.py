@@ -136,3 +136,15 @@ def test_environment_names_the_machine() -> None:
     env = lat.environment(2, "cpu")
     assert env["threads"] == 2 and env["cpu"] and env["torch"] == torch.__version__
     assert "onnxruntime" in env
+
+
+def test_environment_ignores_a_tensorrt_without_bindings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    # what tensorrt-stubs alone (CI) leaves: a `tensorrt` that imports but is empty
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    assert "tensorrt" not in lat.environment(1, "cpu")
+    bindings = types.ModuleType("tensorrt")
+    bindings.__version__ = "10.13.0"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", bindings)
+    assert lat.environment(1, "cpu")["tensorrt"] == "10.13.0"
