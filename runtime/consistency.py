@@ -19,7 +19,7 @@ same peak of 1, so the figure is not flattered by clamping). Run::
     python -m lightbsr.runtime.consistency \\
         --checkpoint runs/runtime-ref/lightbsr_student_x4_ref.safetensors \\
         --onnx runs/runtime-ref/lightbsr_student_x4_ref.onnx \\
-        --dataset /work/shared/datasets/benchmark/Set14 --sigma 2.4 --tile 64 --tile-overlap 16 \\
+        --dataset path/to/Set14 --sigma 2.4 --tile 64 --tile-overlap 16 \\
         --json runs/runtime-ref/consistency.json
 
 It prints a per-image table and the means, and saves them as JSON.
