@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tile-overlap",
         type=int,
         metavar="N",
-        help="overlap of neighbouring tiles in LR pixels (default: 24, at most half the tile)",
+        help="overlap of neighbouring tiles in LR pixels, blend tiling (default: 24, at most half the tile)",
     )
     p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per backend call (blend tiling)")
     p.add_argument(
