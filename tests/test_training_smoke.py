@@ -7,6 +7,7 @@ so that timings do not depend on how busy the second core is.
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from lightbsr.checkpoint import load_checkpoint, read_checkpoint
 from lightbsr.cli import main
 from lightbsr.degradation import isotropic_kernel
+from lightbsr.models import build_model
 from lightbsr.training.state import MAX_FILE_BYTES
 from lightbsr.training.trainer import Schedule
 
@@ -126,6 +128,44 @@ def test_a_run_is_never_restarted_over_its_state(tmp_path: Path, capsys: pytest.
     assert main([*args, "--resume", "--batch-size", "4"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "batch_size=4" in err
+
+
+def test_time_budget_run_ends_its_cosine_when_the_time_does_and_resumes(tmp_path: Path) -> None:
+    """A 6 s budget: stage 1 for its share of the clock, stage 2 down to the minimum rate, a stop and a resume."""
+    run = tmp_path / "t"
+    args = ["teacher", "--setting", 1, "--data", TRAIN, "--patch-size", 8, "--out", run, "--time-budget", "6s"]
+    args += ["--stage1-share", 0.25, "--min-lr", 1e-6]
+    _train(*args, "--stop-at", 3)
+    assert len(_log(run)) == 3
+    _train(*args, "--resume")
+    rows = _log(run)
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert all(a <= b for a, b in itertools.pairwise(elapsed)), "the clock carries over the resume"
+    assert 6.0 <= elapsed[-1] < 6.0 + 3.0, "it stops at the first iteration past the budget"
+    stages = [int(r["stage"]) for r in rows]
+    assert stages == sorted(stages) and stages[0] == 1 and stages[-1] == 2
+    first_stage2 = stages.index(2)
+    assert elapsed[first_stage2 - 1] < 1.5 + 0.5 and elapsed[first_stage2] >= 1.5 - 0.5  # 25% of 6 s
+    assert float(rows[-1]["lr"]) < 0.05 * 2e-4, "the cosine is at its end"
+    done_before = len(rows)
+    _train(*args, "--resume")  # a finished run stays finished
+    assert len(_log(run)) == done_before
+    assert load_checkpoint(run / "model.safetensors")[1].arch == "lightbsr_teacher_x4_setting1"
+
+
+def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None:
+    common = ["teacher", "--setting", 1, "--data", TRAIN, "--patch-size", 8, "--iterations", 2]
+    _train(*common, "--out", tmp_path / "a", "--stage1-iterations", 1)
+    _train(*common, "--out", tmp_path / "b", "--stage1-iterations", 0, "--init", tmp_path / "a", "--stop-at", 1)
+    start = load_file(str(next((tmp_path / "a" / "state").glob("iter-*/model-000.safetensors"))))
+    after = load_file(str(next((tmp_path / "b" / "state").glob("iter-*/model-000.safetensors"))))
+    # the queue continues from run a's (a fresh one would be random); trained weights moved one step from a's
+    assert not torch.equal(start["head.weight"], after["head.weight"])
+    assert torch.allclose(start["head.weight"], after["head.weight"], atol=1e-3)
+    fresh = build_model(load_checkpoint(tmp_path / "a" / "model.safetensors")[1]).state_dict()["head.weight"]
+    assert not torch.allclose(fresh, after["head.weight"], atol=1e-3)
+    bad = ["student", "--setting", 1, "--data", TRAIN, "--patch-size", 8, "--iterations", 2, "--out", tmp_path / "c"]
+    assert main(["train", *map(str, bad), "--teacher", str(tmp_path / "a"), "--init", str(tmp_path / "a"), *SMALL]) == 2
 
 
 def test_kdsr_teacher_and_student(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from lightbsr.training.data import (
 )
 from lightbsr.training.losses import distillation_kl, idr_distillation, moco_info_nce
 from lightbsr.training.objectives import LightBSRTeacherObjective, init_student_from_teacher
+from lightbsr.training.schedule import ClockSchedule, format_duration, parse_duration
 from lightbsr.training.trainer import Schedule, TrainConfig, _merge_resumed
 
 TRAIN = Path(__file__).parent / "data" / "train"
@@ -121,11 +122,64 @@ def test_config_defaults_follow_the_papers_proportions() -> None:
         {"patch_size": 2},
         {"stop_at": 0},
         {"scale": 5},
+        {"threads": 0},
+        {"time_budget": 60.0, "iterations": 100},
+        {"time_budget": 60.0, "stage1_iterations": 3},
+        {"time_budget": 60.0, "warmup_iterations": 3},
+        {"time_budget": 60.0, "stage1_share": 1.0},
+        {"time_budget": 60.0, "stage1_share": -0.1},
+        {"time_budget": 0.0},
+        {"time_budget": 60.0, "arch": "kdsr", "stage1_share": 0.2},
+        {"stage1_share": 0.2},
     ],
 )
 def test_config_rejects_inconsistent_options(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         _config(**bad).resolved(torch.device("cpu"))
+
+
+def test_clock_schedule_fits_stages_warmup_and_cosine_to_the_budget() -> None:
+    s = ClockSchedule(budget=700.0, stage1_share=1 / 7, lr=2e-4, min_lr=1e-6)
+    assert [s.at(0, t)[0] for t in (0.0, 99.9, 100.0, 699.0)] == [1, 1, 2, 2]
+    assert s.at(0, 50.0)[1] == 2e-4
+    warmup = 600 * 5 / 600  # seconds: 5/600 of stage 2
+    assert s.at(0, 100 + warmup / 2)[1] == pytest.approx(1e-4)
+    lrs = [s.at(0, t)[1] for t in np.linspace(100 + warmup, 700, 200)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+    assert lrs[0] == pytest.approx(2e-4) and lrs[-1] == pytest.approx(1e-6)
+    assert not s.done(10**6, 699.9) and s.done(0, 700.0)
+    # the iteration count does not matter, only the clock: a slower machine ends its cosine on time
+    assert s.at(5, 400.0) == s.at(5000, 400.0)
+    assert "≈ 3000 it" in s.plan(0.2, 2) and "≈ 500 it" in s.plan(0.2, 1)
+    assert ClockSchedule(60.0, 0.0, 2e-4, 1e-6).at(0, 0.0)[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("2h30m", 9000), ("90m", 5400), ("1.5h", 5400), ("45s", 45), ("600", 600), ("1d", 86400)]
+)
+def test_durations_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5m", "2x", "h", "30m2h3", "1h1h", "nan", "inf"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_duration(text)
+
+
+def test_durations_format() -> None:
+    assert [format_duration(x) for x in (12.34, 245, 9000)] == ["12.3s", "4m05s", "2h30m"]
+
+
+def test_time_budget_config_defaults_and_resume() -> None:
+    c = _config(time_budget=3600.0).resolved(torch.device("cpu"))
+    assert c.stage1_share == pytest.approx(1 / 7) and c.stage1_iterations is None and c.warmup_iterations is None
+    k = _config(arch="kdsr", time_budget=60.0).resolved(torch.device("cpu"))
+    assert k.stage1_share == 0.0
+    merged = _merge_resumed(_config(), c.to_dict()).resolved(torch.device("cpu"))
+    assert (merged.time_budget, merged.stage1_share) == (3600.0, c.stage1_share)
+    with pytest.raises(ConfigError, match="time_budget"):
+        _merge_resumed(_config(time_budget=60.0), c.to_dict())
 
 
 def test_resume_takes_the_saved_training_options_and_refuses_conflicts() -> None:

@@ -22,6 +22,11 @@ estimator pre-training / distillation only) and stage 2 (whole network, linear w
 --warmup-iterations, default 5/600 of stage 2, then cosine 2e-4 → 1e-6). The KDSR teacher trains
 in one stage. Degradations are synthesised on the training device for every batch.
 
+Under a deadline, --time-budget 2h30m replaces the iteration counts: stage 1 takes --stage1-share
+of the time, the warm-up 5/600 of stage 2's time, and the cosine ends when the time does (the
+rate follows the training clock, which a resumed run continues). --init RUN_OR_CKPT starts a new
+run from other weights (continue a teacher, fine-tune) with a fresh optimizer and schedule.
+
 RUN (--out) receives model.safetensors (latest weights, a lightbsr checkpoint for `lightbsr
 export`), best.safetensors (best validation PSNR, with --val-data), log.csv, val.csv,
 config.json, TensorBoard events (if tensorboard is installed) and state/ (the resume state:
@@ -49,6 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- train
 
 
+def _duration(text: str) -> float:
+    from lightbsr.errors import ConfigError
+
+    from .schedule import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "train", "train a teacher or distil a student", TRAIN_DESCRIPTION)
     p.add_argument("role", choices=("teacher", "student"), help="what to train")
@@ -61,6 +77,13 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         default=argparse.SUPPRESS,
         metavar="RUN_OR_CKPT",
         help="student only: the teacher run folder (its latest full-precision state) or a teacher checkpoint",
+    )
+    p.add_argument(
+        "--init",
+        default=argparse.SUPPRESS,
+        metavar="RUN_OR_CKPT",
+        help="start from these weights (a run folder's latest state, or a checkpoint of the same model) instead of "
+        "a fresh initialisation; the optimizer and the schedule start anew",
     )
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="upscaling factor")
 
@@ -94,6 +117,21 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         default=argparse.SUPPRESS,
         help="weight of the L1 term of distillation (default: 0.1 for LightBSR's channel IDR, 0 for KDSR)",
     )
+    s.add_argument(
+        "--time-budget",
+        type=_duration,
+        default=argparse.SUPPRESS,
+        metavar="DURATION",
+        help="train for this long (2h30m, 90m, 45s): the stages, warm-up and cosine follow the clock and end when the "
+        "time does, instead of --iterations/--stage1-iterations/--warmup-iterations",
+    )
+    s.add_argument(
+        "--stage1-share",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="with --time-budget: the share of the time spent in stage 1 (default: 1/7, the papers' 100:600; "
+        "0 for the KDSR teacher)",
+    )
     s.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, degradations")
     s.add_argument("--stop-at", type=int, default=argparse.SUPPRESS, help="save and stop after this iteration")
 
@@ -108,7 +146,19 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--workers", type=int, default=argparse.SUPPRESS, help="DataLoader workers (default: 0 on CPU, 8 on CUDA)"
     )
-    r.add_argument("--threads", type=int, default=argparse.SUPPRESS, help="CPU threads for PyTorch")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="CPU threads for PyTorch (default on the CPU: the CPUs this process may use, affinity and cgroup quota)",
+    )
+    r.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="keep NCHW tensors (default: channels-last, faster for these convolutions on CPU and GPU)",
+    )
     r.add_argument("--cache-mb", type=int, default=4096, help="decoded training images kept in RAM (per process)")
     r.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower on CUDA)")
     r.add_argument("--resume", action="store_true", help="continue RUN from its latest state (start if it has none)")
@@ -135,6 +185,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from .schedule import format_duration
     from .trainer import TrainConfig, train
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -144,7 +195,12 @@ def _run_train(args: argparse.Namespace) -> int:
         return 130 if result.interrupted else 0
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.last_losses.items())
     state = "finished" if result.finished else ("interrupted" if result.interrupted else "stopped")
-    print(f"{state} at iteration {result.iteration}/{result.iterations}" + (f": {losses}" if losses else ""))
+    if result.time_budget is not None:
+        spent = f"{format_duration(result.elapsed)} of {format_duration(result.time_budget)}"
+        where = f"at iteration {result.iteration} ({spent})"
+    else:
+        where = f"at iteration {result.iteration}/{result.iterations}"
+    print(f"{state} {where}" + (f": {losses}" if losses else ""))
     if result.best_psnr is not None:
         print(f"best validation Y-PSNR {result.best_psnr:.3f} dB ({result.run / 'best.safetensors'})")
     print(f"checkpoint: {result.checkpoint}")

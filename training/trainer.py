@@ -61,6 +61,7 @@ from tqdm import tqdm
 from lightbsr.checkpoint import read_checkpoint, save_checkpoint
 from lightbsr.degradation import kernel_pca
 from lightbsr.errors import BackendUnavailableError, CheckpointError, ConfigError, LightBSRError
+from lightbsr.hardware import available_cpus
 from lightbsr.models import LightBSRTeacher, ModelConfig, build_model
 from lightbsr.models.convert import load_strict
 
@@ -74,6 +75,7 @@ from .objectives import (
     Objective,
     init_student_from_teacher,
 )
+from .schedule import ClockSchedule, Schedule, format_duration
 from .validation import Validator
 
 __all__ = ["Schedule", "TrainConfig", "TrainResult", "TrainingError", "load_teacher", "train"]
@@ -103,10 +105,13 @@ class TrainConfig:
     data: str
     out: str
     teacher: str | None = None
+    init: str | None = None
     scale: int = 4
     iterations: int = 700_000
     stage1_iterations: int | None = None
     warmup_iterations: int | None = None
+    time_budget: float | None = None
+    stage1_share: float | None = None
     batch_size: int = 64
     patch_size: int = 64
     crops: int | None = None
@@ -119,6 +124,7 @@ class TrainConfig:
     workers: int | None = None
     threads: int | None = None
     cache_mb: int = 4096
+    channels_last: bool = True
     val_data: str | None = None
     val_every: int = 5000
     val_images: int = 5
@@ -136,6 +142,8 @@ class TrainConfig:
         "iterations",
         "stage1_iterations",
         "warmup_iterations",
+        "time_budget",
+        "stage1_share",
         "batch_size",
         "patch_size",
         "crops",
@@ -160,20 +168,37 @@ class TrainConfig:
             raise ConfigError("student training needs --teacher (a teacher run folder or checkpoint)")
         if c.role == "teacher" and c.teacher:
             raise ConfigError("--teacher is for student training")
+        if c.threads is not None and c.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {c.threads}")
         one_stage = c.arch == "kdsr" and c.role == "teacher"
         if c.iterations < 1:
             raise ConfigError(f"--iterations must be >= 1, got {c.iterations}")
-        if c.stage1_iterations is None:
-            c.stage1_iterations = 0 if one_stage else c.iterations // 7
-        if one_stage and c.stage1_iterations:
-            raise ConfigError("the KDSR teacher trains in one stage (L1, no pre-training): use --stage1-iterations 0")
-        if not 0 <= c.stage1_iterations <= c.iterations:
-            raise ConfigError(f"--stage1-iterations must be in [0, {c.iterations}], got {c.stage1_iterations}")
-        stage2 = c.iterations - c.stage1_iterations
-        if c.warmup_iterations is None:
-            c.warmup_iterations = round(stage2 * 5 / 600)
-        if not 0 <= c.warmup_iterations <= stage2:
-            raise ConfigError(f"--warmup-iterations must be in [0, {stage2}], got {c.warmup_iterations}")
+        if c.time_budget is not None:
+            fitted = ("stage1_iterations", "warmup_iterations")
+            given = [f"--{n.replace('_', '-')}" for n in fitted if getattr(c, n) is not None]
+            if c.iterations != TrainConfig.iterations:
+                given.insert(0, "--iterations")
+            if given:
+                raise ConfigError(f"--time-budget fits the schedule to the time: drop {', '.join(given)}")
+            if c.stage1_share is None:
+                c.stage1_share = 0.0 if one_stage else 1 / 7
+            if one_stage and c.stage1_share:
+                raise ConfigError("the KDSR teacher trains in one stage: use --stage1-share 0")
+            ClockSchedule(c.time_budget, c.stage1_share, c.lr, c.min_lr)  # validates budget and share
+        else:
+            if c.stage1_share is not None:
+                raise ConfigError("--stage1-share goes with --time-budget (else use --stage1-iterations)")
+            if c.stage1_iterations is None:
+                c.stage1_iterations = 0 if one_stage else c.iterations // 7
+            if one_stage and c.stage1_iterations:
+                raise ConfigError("the KDSR teacher trains in one stage (L1, no pre-training): --stage1-iterations 0")
+            if not 0 <= c.stage1_iterations <= c.iterations:
+                raise ConfigError(f"--stage1-iterations must be in [0, {c.iterations}], got {c.stage1_iterations}")
+            stage2 = c.iterations - c.stage1_iterations
+            if c.warmup_iterations is None:
+                c.warmup_iterations = round(stage2 * 5 / 600)
+            if not 0 <= c.warmup_iterations <= stage2:
+                raise ConfigError(f"--warmup-iterations must be in [0, {stage2}], got {c.warmup_iterations}")
         if c.crops is None:
             c.crops = 4 if (c.arch, c.role) == ("lightbsr", "teacher") else 1
         if (c.arch, c.role) == ("lightbsr", "teacher") and c.crops < 2:
@@ -201,7 +226,7 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
         if c.log_every < 1:
             raise ConfigError("--log-every must be >= 1")
-        if c.stop_at is not None and not 0 < c.stop_at <= c.iterations:
+        if c.stop_at is not None and not (0 < c.stop_at <= c.iterations or (c.time_budget and c.stop_at > 0)):
             raise ConfigError(f"--stop-at must be in [1, {c.iterations}], got {c.stop_at}")
         return c
 
@@ -212,42 +237,22 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Stage and learning rate of every iteration (0-based)."""
-
-    total: int
-    stage1: int
-    warmup: int
-    lr: float
-    min_lr: float
-
-    def stage(self, iteration: int) -> int:
-        return 1 if iteration < self.stage1 else 2
-
-    def learning_rate(self, iteration: int) -> float:
-        """Stage 1: constant; stage 2: linear warm-up to ``lr``, then cosine down to ``min_lr``."""
-        if iteration < self.stage1:
-            return self.lr
-        t = iteration - self.stage1
-        if t < self.warmup:
-            return self.lr * (t + 1) / self.warmup
-        span = max(1, self.total - self.stage1 - self.warmup)
-        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * (t - self.warmup) / span))
-
-
 @dataclass
 class TrainResult:
     """How a call to :func:`train` ended."""
 
     run: Path
     iteration: int
-    iterations: int
+    #: planned iterations (None under a time budget)
+    iterations: int | None
     finished: bool
     interrupted: bool = False
     last_losses: dict[str, float] = field(default_factory=dict)
     best_psnr: float | None = None
     checkpoint: Path | None = None
+    #: training time of the run so far (seconds), and its budget if it has one
+    elapsed: float = 0.0
+    time_budget: float | None = None
 
 
 # --------------------------------------------------------------------------- processes and devices
@@ -309,40 +314,51 @@ def _state_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def read_run_weights(spec: str) -> tuple[dict[str, torch.Tensor], ModelConfig, str]:
+    """The weights of a run folder (its latest full-precision resume state, else its ``model.safetensors``)
+    or of a lightbsr checkpoint file: (weights, model config, a description of where they came from)."""
+    path = Path(spec)
+    if not path.is_dir():
+        weights, config, _ = read_checkpoint(path)
+        return weights, config, str(path)
+    folder = run_state.latest_state_dir(path)
+    if folder is not None:
+        manifest = run_state.read_manifest(folder)
+        weights = run_state.read_shards(folder, manifest["files"]["model"])
+        saved = manifest["config"]
+        of = f"a {format_duration(saved['time_budget'])} budget" if saved.get("time_budget") else saved["iterations"]
+        source = f"{folder} (iteration {manifest['iteration']} of {of})"
+        return weights, ModelConfig.from_dict(manifest["model_config"]), source
+    if (path / CHECKPOINT).is_file():
+        weights, config, _ = read_checkpoint(path / CHECKPOINT)
+        return weights, config, str(path / CHECKPOINT)
+    raise CheckpointError(f"{path}: neither a resume state nor {CHECKPOINT} in this run folder")
+
+
+def _load_run_model(spec: str, role: str, arch: str, setting: int, scale: int) -> tuple[nn.Module, ModelConfig, str]:
+    """:func:`read_run_weights` loaded strictly into a new model, refused unless it is a ``role`` of ``arch``."""
+    weights, config, source = read_run_weights(spec)
+    if config.role != role or config.family != arch:
+        raise CheckpointError(f"{source} holds a {config.arch} model, not a {arch} {role}")
+    if config.scale != scale:
+        raise CheckpointError(f"{source} is a ×{config.scale} {role}, not ×{scale}")
+    if config.setting is not None and config.setting != setting:
+        raise CheckpointError(f"{source} is a setting-{config.setting} {role}, not setting {setting}")
+    model = build_model(config)
+    try:
+        load_strict(model, weights)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from err
+    return model, config, source
+
+
 def load_teacher(spec: str, arch: str, setting: int, scale: int) -> tuple[nn.Module, ModelConfig, str]:
     """Load a trained teacher for student training: (model in eval mode, its config, a description).
 
     ``spec`` is a teacher run folder (its latest full-precision resume state, else its
     ``model.safetensors``) or a lightbsr checkpoint file.
     """
-    path = Path(spec)
-    if path.is_dir():
-        folder = run_state.latest_state_dir(path)
-        if folder is not None:
-            manifest = run_state.read_manifest(folder)
-            weights = run_state.read_shards(folder, manifest["files"]["model"])
-            config = ModelConfig.from_dict(manifest["model_config"])
-            done, total = manifest["iteration"], manifest["config"]["iterations"]
-            source = f"{folder} (iteration {done} of {total})"
-        elif (path / CHECKPOINT).is_file():
-            weights, config, _ = read_checkpoint(path / CHECKPOINT)
-            source = str(path / CHECKPOINT)
-        else:
-            raise CheckpointError(f"{path}: neither a resume state nor {CHECKPOINT} in this teacher run folder")
-    else:
-        weights, config, _ = read_checkpoint(path)
-        source = str(path)
-    if config.role != "teacher" or config.family != arch:
-        raise CheckpointError(f"{source} holds a {config.arch} model, not a {arch} teacher")
-    if config.scale != scale:
-        raise CheckpointError(f"{source} is a ×{config.scale} teacher, not ×{scale}")
-    if config.setting is not None and config.setting != setting:
-        raise CheckpointError(f"{source} is a setting-{config.setting} teacher, not setting {setting}")
-    model = build_model(config)
-    try:
-        load_strict(model, weights)
-    except CheckpointError as err:
-        raise CheckpointError(f"{source}: {err}") from err
+    model, config, source = _load_run_model(spec, "teacher", arch, setting, scale)
     return model.eval(), config, source
 
 
@@ -461,14 +477,21 @@ def _truncate_csv(path: Path, iteration: int) -> None:
 
 
 class _CsvLog:
-    """Append-only CSV with a fixed header, flushed after every row."""
+    """Append-only CSV with a fixed header, flushed after every row.
+
+    Appending to a file written by an older version keeps that file's header (columns it
+    lacks are not written), so a resumed run's log stays one readable table.
+    """
 
     def __init__(self, path: Path, header: list[str]) -> None:
-        new = not path.is_file() or path.stat().st_size == 0
+        existing: list[str] = []
+        if path.is_file():
+            with path.open(newline="") as handle:
+                existing = next(csv.reader(handle), [])
         self.handle = path.open("a", newline="")
         self.writer = csv.writer(self.handle)
-        self.header = header
-        if new:
+        self.header = existing or header
+        if not existing:
             self.writer.writerow(header)
             self.handle.flush()
 
@@ -513,7 +536,9 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.process = _setup_process(config.device)
         device = self.process.device
-        if config.threads:
+        if device.type == "cpu":
+            torch.set_num_threads(config.threads or max(1, available_cpus() // self.process.world))
+        elif config.threads:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -534,11 +559,19 @@ class Trainer:
             self.manifest, self.saved_model, self.saved_optimizer = run_state.read_state(folder)
             config = _merge_resumed(config, self.manifest["config"])
         self.config = config = config.resolved(device)
-        assert config.stage1_iterations is not None and config.warmup_iterations is not None
-        self.schedule = Schedule(
-            config.iterations, config.stage1_iterations, config.warmup_iterations, config.lr, config.min_lr
-        )
-        self.stop = config.stop_at or config.iterations
+        self.schedule: Schedule | ClockSchedule
+        if config.time_budget is not None:
+            assert config.stage1_share is not None
+            self.schedule = ClockSchedule(config.time_budget, config.stage1_share, config.lr, config.min_lr)
+            self.stop = config.stop_at or sys.maxsize
+        else:
+            assert config.stage1_iterations is not None and config.warmup_iterations is not None
+            self.schedule = Schedule(
+                config.iterations, config.stage1_iterations, config.warmup_iterations, config.lr, config.min_lr
+            )
+            self.stop = config.stop_at or config.iterations
+        #: training time spent so far (seconds, all sessions of the run): the clock of a time budget
+        self.elapsed = 0.0
 
     # ---- building
 
@@ -560,6 +593,8 @@ class Trainer:
         if self.manifest is None:
             self._fresh_start(objective, teacher)
         objective.to(process.device)
+        if config.channels_last:
+            objective.to(memory_format=torch.channels_last)
         if process.distributed and process.device.type == "cuda":
             objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
         self.objective = objective
@@ -585,6 +620,12 @@ class Trainer:
 
     def _fresh_start(self, objective: Objective, teacher: nn.Module | None) -> None:
         model = objective.model
+        config = self.config
+        if config.init:
+            start, _, source = _load_run_model(config.init, config.role, config.arch, config.setting, config.scale)
+            model.load_state_dict(start.state_dict())  # every tensor, MoCo key encoder and queue included
+            self._log(f"init: weights from {source}")
+            return
         if isinstance(objective, LightBSRTeacherObjective):
             assert isinstance(model, LightBSRTeacher)
             cast(torch.Tensor, model.pca_basis).copy_(kernel_pca(self.config.setting))
@@ -636,8 +677,14 @@ class Trainer:
             self._log(f"resume: the run had {len(rng)} processes, now {self.process.world}: RNG states not restored")
         self.window.load(manifest["window"])
         self.iteration = int(manifest["iteration"])
+        self.elapsed = float(manifest.get("elapsed", 0.0))
         self.best = manifest.get("best")
         self.saved_model, self.saved_optimizer = {}, {}
+        if self.config.channels_last:  # the saved moments are contiguous; keep them in their parameters' layout
+            for param_state in self.optimizer.state.values():
+                for key, value in param_state.items():
+                    if isinstance(value, torch.Tensor) and value.dim() == 4:
+                        param_state[key] = value.contiguous(memory_format=torch.channels_last)
         self._log(f"resumed {self.run} at iteration {self.iteration}")
 
     # ---- stages and steps
@@ -666,9 +713,8 @@ class Trainer:
             persistent_workers=False,
         )
 
-    def _step(self, crops: torch.Tensor, params: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _step(self, crops: torch.Tensor, params: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
         config, device = self.config, self.process.device
-        lr = self.schedule.learning_rate(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         generator = None
@@ -723,6 +769,7 @@ class Trainer:
             "teacher": self.teacher_info,
             "world_size": self.process.world,
             "torch": torch.__version__,
+            "elapsed": self.elapsed,
         }
         run_state.write_state(self.run, self.iteration, manifest, self.objective.model.state_dict(), optimizer_tensors)
 
@@ -732,11 +779,12 @@ class Trainer:
         speed = self.window.session_iterations / elapsed if elapsed > 0 else 0.0
         row = {
             "iteration": self.iteration,
-            "stage": self.schedule.stage(self.iteration - 1),
-            "lr": self.schedule.learning_rate(self.iteration - 1),
+            "stage": self.stage,
+            "lr": self.lr,
             **means,
             "it_per_s": round(speed, 4),
             "img_per_s": round(speed * self.config.batch_size, 2),
+            "elapsed_s": round(self.elapsed, 1),
         }
         if self.log is not None:
             self.log.write(row)
@@ -764,10 +812,19 @@ class Trainer:
 
     # ---- the loop
 
+    def _clock(self, origin: float) -> float:
+        """Training time of the run so far; under DDP with a time budget, rank 0's (every rank must agree)."""
+        elapsed = time.perf_counter() - origin
+        if self.process.distributed and isinstance(self.schedule, ClockSchedule):
+            value = torch.tensor([elapsed], dtype=torch.float64, device=self.process.device)
+            dist.broadcast(value, src=0)
+            elapsed = float(value.item())
+        return elapsed
+
     def run_loop(self) -> TrainResult:
         config, process = self.config, self.process
         self.run.mkdir(parents=True, exist_ok=True)
-        header = ["iteration", "stage", "lr", *self.window.names, "it_per_s", "img_per_s"]
+        header = ["iteration", "stage", "lr", *self.window.names, "it_per_s", "img_per_s", "elapsed_s"]
         if process.main:
             for name in (LOG, VAL_LOG):
                 if self.manifest is None:
@@ -782,23 +839,29 @@ class Trainer:
         self.tensorboard = _open_tensorboard(self.run / "tensorboard", self.iteration) if process.main else None
         last: dict[str, float] = {}
         interrupted = False
+        clock = isinstance(self.schedule, ClockSchedule)
         bar = tqdm(
-            total=self.stop,
-            initial=self.iteration,
+            total=round(self.schedule.budget) if isinstance(self.schedule, ClockSchedule) else self.stop,
+            initial=round(self.elapsed) if clock else self.iteration,
             desc=f"train {config.arch} {config.role}",
-            unit="it",
+            unit="s" if clock else "it",
             dynamic_ncols=True,
             disable=not (config.progress and process.main),
         )
-        self.stage = 0
+        self.stage, self.lr = 0, config.lr
+        entered_at = self.iteration
+        probe_started = 0.0
+        origin = time.perf_counter() - self.elapsed
+        finished = self.schedule.done(self.iteration, self.elapsed)
         stopper = _StopRequest()
         try:
             with stopper.installed():
                 batches = iter(self._loader())
-                while self.iteration < self.stop:
-                    stage = self.schedule.stage(self.iteration)
+                while not finished and self.iteration < self.stop:
+                    stage, self.lr = self.schedule.at(self.iteration, self._clock(origin))
                     if stage != self.stage:
                         self._enter_stage(stage)
+                        entered_at = self.iteration
                     try:
                         crops, params = next(batches)
                     except RuntimeError:
@@ -807,21 +870,29 @@ class Trainer:
                         self._save_state()
                         interrupted = True
                         break
-                    losses = self._step(crops, params)
+                    losses = self._step(crops, params, self.lr)
                     self.window.add(losses)
                     self.iteration += 1
-                    bar.update(1)
+                    before, self.elapsed = self.elapsed, self._clock(origin)
+                    bar.update(round(self.elapsed) - round(before) if clock else 1)
                     i = self.iteration
-                    if i % config.log_every == 0 or i == config.stage1_iterations or i == config.iterations:
+                    finished = self.schedule.done(i, self.elapsed)
+                    stage_ends = finished or self.schedule.at(i, self.elapsed)[0] != stage
+                    if clock:  # say what the budget buys, from the speed of this stage's iterations 2-4
+                        if i - entered_at == 1:
+                            probe_started = self.elapsed
+                        elif i - entered_at == 4:
+                            self._log(f"time budget: {self.schedule.plan((self.elapsed - probe_started) / 3, stage)}")  # type: ignore[union-attr]
+                    if i % config.log_every == 0 or stage_ends:
                         row = self._write_log_row()
                         last = {k: v for k, v in row.items() if k in self.window.names}
                         bar.set_postfix(
-                            stage=stage, loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=row["img_per_s"]
+                            it=i, stage=stage, loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.2e}", img_s=row["img_per_s"]
                         )
-                    if self.validator is not None and (i % config.val_every == 0 or i == config.iterations):
+                    if self.validator is not None and (i % config.val_every == 0 or finished):
                         self._validate()
                     stop = self._stop_requested(stopper)
-                    if stop or i == self.stop or (config.save_every and i % config.save_every == 0):
+                    if stop or finished or i == self.stop or (config.save_every and i % config.save_every == 0):
                         self._save_state()
                     if stop:
                         interrupted = True
@@ -838,12 +909,14 @@ class Trainer:
         return TrainResult(
             run=self.run,
             iteration=self.iteration,
-            iterations=config.iterations,
-            finished=self.iteration >= config.iterations,
+            iterations=None if clock else config.iterations,
+            finished=finished,
             interrupted=interrupted,
             last_losses=last,
             best_psnr=self.best["psnr"] if self.best else None,
             checkpoint=self.run / CHECKPOINT,
+            elapsed=self.elapsed,
+            time_budget=config.time_budget,
         )
 
     def _stop_requested(self, stopper: _StopRequest) -> bool:
