@@ -13,15 +13,21 @@ from lightbsr.errors import BackendUnavailableError, ModelFileError
 
 
 def ort_session(
-    model: str | os.PathLike[str] | onnx.ModelProto, providers: Sequence[str] = ("CPUExecutionProvider",)
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    *,
+    optimize: bool = True,
 ) -> object:
-    """An ``onnxruntime.InferenceSession`` for a file or an in-memory model."""
+    """An ``onnxruntime.InferenceSession`` for a file or an in-memory model (``optimize=False``: no graph
+    optimisation, for many short-lived sessions)."""
     try:
         import onnxruntime as ort
     except ImportError as err:  # pragma: no cover - onnxruntime is a dependency
         raise BackendUnavailableError("onnxruntime is not installed") from err
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(Path(model))
     name = "in-memory model" if isinstance(model, onnx.ModelProto) else str(model)
     try:

@@ -44,6 +44,14 @@ runtime gets the same precision.
   LR crops of --calib-size pixels synthesised from the HR images in --calib DIR with the training
   degradation model of the model's setting (random blur kernels, noise in setting 2), seeded.
   Students only (a teacher also needs its DRP / HR input).
+--int8 --max-drop DB: INT8 that keeps quality. Every fourth --calib image is held out (not used
+  for calibration); the protocol Y-PSNR (SR rounded to 8 bits, Y, scale pixels shaved) of the INT8
+  model on --eval-count held-out crops is compared with the FP32 model's. Beyond DB, each layer's
+  sensitivity is measured (output noise with only that layer in INT8), and the most sensitive
+  layers are left in float, greedily, until the drop is within DB. The kept layers and the final
+  drop are printed and recorded in the ONNX metadata (lightbsr.int8). If more than
+  --max-float-layers (default: half of the layers) would be needed, it says so, exits 2 and
+  writes nothing.
 
 TensorRT 11 builds these files as they are (strongly typed: the graph's types and Q/DQ nodes set
 the precision); TensorRT 10 builds them with --fp16 / --int8 set (or --stronglyTyped)."""
@@ -106,6 +114,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--setting", type=int, choices=(1, 2), help="degradation setting (default: the model's, else 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration crops")
     p.add_argument("--quantize-first-last", action="store_true", help="quantize the first and last layers too")
+    quality = p.add_argument_group("INT8 quality bound (see above)")
+    quality.add_argument(
+        "--max-drop", type=float, metavar="DB", help="largest Y-PSNR drop against FP32 on held-out crops (dB)"
+    )
+    quality.add_argument(
+        "--max-float-layers", type=int, metavar="N", help="most layers left in float (default: half of them)"
+    )
+    quality.add_argument("--eval-count", type=int, default=16, help="held-out LR crops that measure the drop")
+    quality.add_argument("--eval-size", type=int, default=48, help="side of the held-out LR crops (pixels)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=_run_quantize)
 
@@ -188,6 +205,8 @@ def _run_quantize(args: argparse.Namespace) -> int:
     precision = "fp16" if args.fp16 else "int8"
     output = args.output or str(Path(args.model).with_suffix(f".{precision}.onnx"))
     progress = sys.stderr.isatty()
+    if args.fp16 and (args.max_drop is not None or args.max_float_layers is not None):
+        raise ConfigError("--max-drop and --max-float-layers are for --int8")
     if args.fp16:
         result = quantize_fp16(
             args.model, output, keep_io_types=not args.fp16_io, backend=args.fp16_backend, progress=progress
@@ -195,6 +214,8 @@ def _run_quantize(args: argparse.Namespace) -> int:
     else:
         if not args.calib:
             raise ConfigError("--int8 needs calibration images: --calib DIR (HR images)")
+        if args.max_drop is None and args.max_float_layers is not None:
+            raise ConfigError("--max-float-layers goes with --max-drop")
         result = quantize_int8(
             args.model,
             output,
@@ -205,11 +226,23 @@ def _run_quantize(args: argparse.Namespace) -> int:
             method=args.calib_method,
             seed=args.seed,
             quantize_first_last=args.quantize_first_last,
+            max_drop=args.max_drop,
+            max_float_layers=args.max_float_layers,
+            eval_count=args.eval_count,
+            eval_size=args.eval_size,
             progress=progress,
         )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
+        quality = result.details.get("quality")
+        if quality:
+            kept = quality["float_layers"]
+            print(
+                f"INT8 Y-PSNR drop on {quality['held_out']['crops']} held-out crops: {quality['drop_db']:.3f} dB "
+                f"(bound {quality['max_drop_db']} dB; all layers INT8: {quality['full_int8_drop_db']:.3f} dB); "
+                f"{len(kept)} layer(s) left in float" + (": " + ", ".join(kept) if kept else "")
+            )
         for f in result.files.values():
             print(f"wrote {f.path} ({precision} {f.graph}, {f.nodes} nodes, {f.bytes / 1e6:.1f} MB)")
     return 0

@@ -48,7 +48,10 @@ from lightbsr.degradation import degrade, random_kernels
 from lightbsr.errors import BackendUnavailableError, ConfigError, DatasetError, ModelFileError
 from lightbsr.evaluation import list_images, read_image_rgb8
 from lightbsr.files import sha256_file
+from lightbsr.metrics import psnr_y_per_image
 
+from ._ort import ort_session, run
+from .int8_search import float_nodes, search
 from .metadata import graph_inputs, load_onnx, require_lightbsr_model, set_metadata
 from .onnx_export import GraphFile, cut_graph, write_graphs
 
@@ -60,6 +63,7 @@ __all__ = [
     "QuantizeResult",
     "boundary_nodes",
     "calibration_crops",
+    "degraded_crops",
     "quantize_fp16",
     "quantize_int8",
     "sibling_graphs",
@@ -271,9 +275,15 @@ def calibration_crops(
     degradation ``setting`` (:func:`lightbsr.degradation.random_kernels`), then
     :func:`lightbsr.degradation.degrade`. Seeded: the same arguments give the same crops.
     """
+    return [lr for lr, _ in degraded_crops(list_images(images_dir), count, size, scale, setting, seed)]
+
+
+def degraded_crops(
+    files: Sequence[Path], count: int, size: int, scale: int, setting: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(LR, HR) pairs of :func:`calibration_crops` from ``files``: float32 ``(3, h, w)`` and ``(3, sh, sw)``."""
     if count < 1 or size < 4:
         raise ConfigError(f"calibration needs count ≥ 1 and size ≥ 4, got count {count}, size {size}")
-    files = list_images(images_dir)
     generator = torch.Generator().manual_seed(seed)
     crops = []
     images: dict[Path, torch.Tensor] = {}
@@ -293,7 +303,7 @@ def calibration_crops(
         patch = hr[None, :, top : top + height, left : left + width]
         draw = random_kernels(1, setting, generator=generator)
         lr = degrade(patch, draw.kernels, scale, draw.noise_sigmas, generator=generator)
-        crops.append((lr[0] / 255.0).numpy())
+        crops.append(((lr[0] / 255.0).numpy(), (patch[0] / 255.0).numpy()))
     return crops
 
 
@@ -335,6 +345,45 @@ def boundary_nodes(model: onnx.ModelProto, image_input: str = contract.INPUT_LR)
     outputs = [producers[o.name] for o in model.graph.output if o.name in producers]
     walk(outputs, lambda n: [producers[i] for i in n.input if i in producers])
     return list(dict.fromkeys(found))
+
+
+class _HeldOut:
+    """The quality measures of the INT8 search, on held-out (LR, HR) crops against the FP32 model.
+
+    ``drop``: mean protocol Y-PSNR (SR clamped and rounded to 8 bits, ``scale`` pixels shaved)
+    of the FP32 model minus that of a candidate, in dB. ``noise``: mean squared difference of a
+    candidate's output from the FP32 output on two small crops (the per-layer sensitivity).
+    """
+
+    SENSITIVITY_CROPS = 2
+    SENSITIVITY_SIZE = 16
+
+    def __init__(self, fp32: onnx.ModelProto, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int) -> None:
+        self.pairs, self.scale = pairs, scale
+        side = self.SENSITIVITY_SIZE
+        self.small = [lr[None, :, :side, :side] for lr, _ in pairs[: self.SENSITIVITY_CROPS]]
+        session = ort_session(fp32)
+        self.reference = self._psnr(session)
+        self.small_reference = [run(session, {contract.INPUT_LR: lr})[0] for lr in self.small]
+
+    def _psnr(self, session: object) -> float:
+        scores = []
+        for lr, hr in self.pairs:
+            (sr,) = run(session, {contract.INPUT_LR: lr[None]})
+            sr8 = torch.from_numpy(sr).clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+            scores.append(float(psnr_y_per_image(sr8, torch.from_numpy(hr[None]), shave=self.scale)[0]))
+        return float(np.mean(scores))
+
+    def drop(self, candidate: onnx.ModelProto) -> float:
+        return self.reference - self._psnr(ort_session(candidate))
+
+    def noise(self, candidate: onnx.ModelProto) -> float:
+        session = ort_session(candidate, optimize=False)  # hundreds of sessions: skip graph optimisation
+        errors = [
+            float(np.mean((run(session, {contract.INPUT_LR: lr})[0] - ref) ** 2))
+            for lr, ref in zip(self.small, self.small_reference, strict=True)
+        ]
+        return float(np.mean(errors))
 
 
 class _Feeds:
@@ -384,9 +433,20 @@ def quantize_int8(
     method: str = "minmax",
     seed: int = 0,
     quantize_first_last: bool = False,
+    max_drop: float | None = None,
+    max_float_layers: int | None = None,
+    eval_count: int = 16,
+    eval_size: int = 48,
     progress: bool = False,
 ) -> QuantizeResult:
     """INT8 Q/DQ copy of an FP32 lightbsr student ONNX model (and of its split siblings).
+
+    With ``max_drop`` (dB), the quality is checked: the HR images are split into calibration
+    images and held-out images (every fourth, at least one; with a single image, other crops of
+    it), and the protocol Y-PSNR of the INT8 model against HR on ``eval_count`` held-out crops is
+    compared with the FP32 model's. Beyond the bound, the most sensitive layers are left in float
+    (:func:`lightbsr.export.int8_search.search`) until the drop is within it; ConfigError (nothing
+    written) when more than ``max_float_layers`` would be needed (default: half of them).
 
     Args:
         model_path: FP32 model from :func:`lightbsr.export.export_onnx`.
@@ -396,6 +456,7 @@ def quantize_int8(
         setting: degradation setting of the crops (default: the model's, else 1).
         method: calibration method, ``minmax`` | ``entropy`` | ``percentile``.
         quantize_first_last: also quantize the first and last compute layers (:func:`boundary_nodes`).
+        max_drop, max_float_layers, eval_count, eval_size: the quality bound (see above).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -412,8 +473,15 @@ def quantize_int8(
     if setting is None:
         setting = int(meta.get(contract.META_SETTING) or 1)
     scale = int(meta[contract.META_SCALE])
-    lr = calibration_crops(calib_dir, count=count, size=size, scale=scale, setting=setting, seed=seed)
-    lr_feeds = [{contract.INPUT_LR: crop[None]} for crop in lr]
+    files = list_images(calib_dir)
+    held_out: list[Path] = []
+    if max_drop is not None:
+        if not max_drop >= 0:
+            raise ConfigError(f"--max-drop must be >= 0 dB, got {max_drop}")
+        held_out = files[3::4] or files[-1:]
+        files = [f for f in files if f not in held_out] or files
+    crops = degraded_crops(files, count, size, scale, setting, seed)
+    lr_feeds = [{contract.INPUT_LR: lr[None]} for lr, _ in crops]
     details: dict[str, Any] = {
         "calibration": {"count": count, "size": size, "setting": setting, "method": method, "seed": seed},
         "weights": "int8, symmetric, per output channel",
@@ -429,6 +497,8 @@ def quantize_int8(
     model, graph_meta = full, meta
     _ensure_node_names(model)
     excluded = [] if quantize_first_last else boundary_nodes(model)
+    reference = onnx.ModelProto()
+    reference.CopyFrom(model)  # quantize_static moves the weights of the model it is given to external files
     details["excluded_nodes"] = excluded
     with tempfile.TemporaryDirectory(prefix="lightbsr-int8-") as tmp:
         quantized_path = Path(tmp) / "full.int8.onnx"
@@ -450,6 +520,8 @@ def quantize_int8(
                         "ActivationSymmetric": True,
                         "WeightSymmetric": True,
                         "QuantizeBias": False,  # TensorRT takes FP32 biases, not INT32 DequantizeLinear
+                        # Q/DQ on the inputs only (TensorRT's placement): no output rounding feeds residual adds
+                        "OpTypesToExcludeOutputQuantization": list(INT8_OPS),
                         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
                         "CalibStridedMinMax": 1,  # one crop's activations in memory at a time (any method)
                     },
@@ -459,6 +531,23 @@ def quantize_int8(
             raise ModelFileError(f"{model_path}: INT8 quantization failed ({str(err).splitlines()[0]})") from err
         quantized = onnx.load(str(quantized_path))
     quantized.ir_version = model.ir_version
+    if max_drop is not None:
+        pairs = degraded_crops(held_out, eval_count, eval_size, scale, setting, seed + 1)
+        quality = _HeldOut(reference, pairs, scale)
+        found = search(
+            quantized, reference, quality.drop, quality.noise, max_drop, max_float=max_float_layers, progress=progress
+        )
+        quantized = float_nodes(quantized, reference, found.float_nodes)
+        details["calibration"]["images"] = len(files)
+        details["quality"] = {
+            "max_drop_db": max_drop,
+            "drop_db": round(found.drop, 4),
+            "full_int8_drop_db": round(found.full_int8_drop, 4),
+            "float_layers": found.float_nodes,
+            "quantized_layers": found.candidates - len(found.float_nodes),
+            "held_out": {"images": len(held_out), "crops": eval_count, "size": eval_size, "seed": seed + 1},
+            "search": found.steps,
+        }
     converted = {targets[contract.GRAPH_FULL]: quantized}
     if len(sources) > 1:
         # The split graphs are cut from the quantized full graph: calibration ran the FP32 graph, so the
@@ -475,7 +564,8 @@ def quantize_int8(
     for target, graph_model in converted.items():
         graph = next(g for g, t in targets.items() if t == target)
         src_meta = {**meta, contract.META_GRAPH: graph}
-        set_metadata(graph_model, _precision_meta(src_meta, "int8", sources[graph], details["calibration"]))
+        recorded = {**details["calibration"], **({"quality": details["quality"]} if "quality" in details else {})}
+        set_metadata(graph_model, _precision_meta(src_meta, "int8", sources[graph], recorded))
         _check(graph_model, graph)
     files = write_graphs(converted)
     return QuantizeResult(
