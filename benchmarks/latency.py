@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from lightbsr.errors import BackendUnavailableError, ConfigError
+from lightbsr.hardware import cpu_isa, cpu_name
 
 REFERENCE = "torch-fp32"
 TORCH_TARGETS = ("torch-fp32", "torch-bf16", "torch-fp16", "torch-compile-fp32", "torch-compile-fp16")
@@ -463,7 +464,8 @@ def environment(threads: int, device: str) -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),
@@ -490,14 +492,6 @@ def environment(threads: int, device: str) -> dict[str, Any]:
 
     info["lightbsr"] = __version__
     return info
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _first_line(err: BaseException) -> str:

@@ -130,11 +130,13 @@ def test_a_run_is_never_restarted_over_its_state(tmp_path: Path, capsys: pytest.
     assert err.count("\n") == 1 and "batch_size=4" in err
 
 
-def test_time_budget_run_ends_its_cosine_when_the_time_does_and_resumes(tmp_path: Path) -> None:
-    """A 6 s budget: stage 1 for its share of the clock, stage 2 down to the minimum rate, a stop and a resume."""
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_run_ends_its_cosine_when_the_time_does_and_resumes(tmp_path: Path, clock: str) -> None:
+    """A 6 s budget: stage 1 for its share of the clock, stage 2 down to the minimum rate, a stop and a resume.
+    On the CPU clock the budget is this process's CPU time per thread (here one thread)."""
     run = tmp_path / "t"
     args = ["teacher", "--setting", 1, "--data", TRAIN, "--patch-size", 8, "--out", run, "--time-budget", "6s"]
-    args += ["--stage1-share", 0.25, "--min-lr", 1e-6]
+    args += ["--stage1-share", 0.25, "--min-lr", 1e-6, "--budget-clock", clock]
     _train(*args, "--stop-at", 3)
     assert len(_log(run)) == 3
     _train(*args, "--resume")

@@ -126,6 +126,13 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "time does, instead of --iterations/--stage1-iterations/--warmup-iterations",
     )
     s.add_argument(
+        "--budget-clock",
+        choices=("wall", "cpu"),
+        default=argparse.SUPPRESS,
+        help="what --time-budget counts: wall time (default), or this process's CPU time divided by its threads, "
+        "which a machine shared with other work stretches in wall time instead of cutting the iterations",
+    )
+    s.add_argument(
         "--stage1-share",
         type=float,
         default=argparse.SUPPRESS,

@@ -61,7 +61,7 @@ from tqdm import tqdm
 from lightbsr.checkpoint import read_checkpoint, save_checkpoint
 from lightbsr.degradation import kernel_pca
 from lightbsr.errors import BackendUnavailableError, CheckpointError, ConfigError, LightBSRError
-from lightbsr.hardware import available_cpus
+from lightbsr.hardware import available_cpus, describe_machine
 from lightbsr.models import LightBSRTeacher, ModelConfig, build_model
 from lightbsr.models.convert import load_strict
 
@@ -112,6 +112,7 @@ class TrainConfig:
     warmup_iterations: int | None = None
     time_budget: float | None = None
     stage1_share: float | None = None
+    budget_clock: str = "wall"
     batch_size: int = 64
     patch_size: int = 64
     crops: int | None = None
@@ -144,6 +145,7 @@ class TrainConfig:
         "warmup_iterations",
         "time_budget",
         "stage1_share",
+        "budget_clock",
         "batch_size",
         "patch_size",
         "crops",
@@ -199,6 +201,8 @@ class TrainConfig:
                 c.warmup_iterations = round(stage2 * 5 / 600)
             if not 0 <= c.warmup_iterations <= stage2:
                 raise ConfigError(f"--warmup-iterations must be in [0, {stage2}], got {c.warmup_iterations}")
+        if c.budget_clock not in ("wall", "cpu"):
+            raise ConfigError(f"--budget-clock must be wall or cpu, got {c.budget_clock!r}")
         if c.crops is None:
             c.crops = 4 if (c.arch, c.role) == ("lightbsr", "teacher") else 1
         if (c.arch, c.role) == ("lightbsr", "teacher") and c.crops < 2:
@@ -812,9 +816,15 @@ class Trainer:
 
     # ---- the loop
 
+    def _now(self) -> float:
+        """The budget's clock: wall time, or this process's CPU time per thread (``--budget-clock cpu``)."""
+        if self.config.budget_clock == "cpu":
+            return time.process_time() / max(1, torch.get_num_threads())
+        return time.perf_counter()
+
     def _clock(self, origin: float) -> float:
         """Training time of the run so far; under DDP with a time budget, rank 0's (every rank must agree)."""
-        elapsed = time.perf_counter() - origin
+        elapsed = self._now() - origin
         if self.process.distributed and isinstance(self.schedule, ClockSchedule):
             value = torch.tensor([elapsed], dtype=torch.float64, device=self.process.device)
             dist.broadcast(value, src=0)
@@ -832,6 +842,17 @@ class Trainer:
                 else:
                     _truncate_csv(self.run / name, self.iteration)
             run_state.write_json(self.run / "config.json", config.to_dict())
+            sessions_file = self.run / "sessions.json"
+            sessions = json.loads(sessions_file.read_text()) if sessions_file.is_file() else []
+            sessions.append(
+                {
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "iteration": self.iteration,
+                    "processes": process.world,
+                    "machine": describe_machine(str(process.device)),
+                }
+            )
+            run_state.write_json(sessions_file, sessions)
         self.log = _CsvLog(self.run / LOG, header) if process.main else None
         self.val_log = None
         if self.validator is not None:
@@ -851,7 +872,7 @@ class Trainer:
         self.stage, self.lr = 0, config.lr
         entered_at = self.iteration
         probe_started = 0.0
-        origin = time.perf_counter() - self.elapsed
+        origin = self._now() - self.elapsed
         finished = self.schedule.done(self.iteration, self.elapsed)
         stopper = _StopRequest()
         try:

@@ -1,0 +1,276 @@
+"""Release a trained student: float16 weights and a model card, from its teacher and student run folders.
+
+Used for the bundled default model (``lightbsr/weights/``) and by the GPU one-shot
+(:mod:`lightbsr.benchmarks.gpu_session`)::
+
+    python -m lightbsr.training.release --teacher-run T --student-run S --eval eval.json \\
+        --bicubic bicubic.json --weights OUT.safetensors --card OUT.md --command "lightbsr train ..." ...
+
+The card is written from what the runs recorded (``config.json``, ``log.csv``, ``val.csv``,
+the resume manifest) and from ``lightbsr eval --json`` documents, so every figure in it can
+be traced to a file; nothing is typed in by hand but the commands and notes passed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PAPER_TABLE3", "RunSummary", "model_card", "summarize_run", "write_weights"]
+
+PAPER_TABLE3: dict[str, tuple[str, tuple[float, float, float], tuple[float, float, float]]] = {
+    # dataset → (the paper's name for it, Bicubic row, LightBSR row) at σ = 1.2 / 2.4 / 3.6, setting 1, ×4
+    "Set5": ("Set5", (27.69, 25.99, 24.45), (32.47, 32.17, 31.06)),
+    "Set14": ("Set14", (25.60, 24.39, 23.25), (28.82, 28.65, 27.79)),
+    "BSD68": ("B100", (25.58, 24.67, 23.80), (27.77, 27.69, 27.04)),
+}
+"""LightBSR paper, Table 3. BSD68 is the 68-image subset of B100: its row is B100's, for orientation only."""
+SIGMAS = (1.2, 2.4, 3.6)
+
+
+@dataclass
+class RunSummary:
+    """What a training run folder recorded about itself."""
+
+    path: Path
+    config: dict[str, Any]
+    iterations: int
+    elapsed_s: float | None
+    images: int | None
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    log: list[dict[str, str]] = field(default_factory=list)
+    val: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def role(self) -> str:
+        return str(self.config.get("role"))
+
+    def stage_iterations(self) -> dict[int, int]:
+        """Iterations per stage, counted from the log rows."""
+        counts: dict[int, int] = {}
+        previous = 0
+        for row in self.log:
+            iteration, stage = int(row["iteration"]), int(row["stage"])
+            counts[stage] = counts.get(stage, 0) + iteration - previous
+            previous = iteration
+        return counts
+
+    def mean_speed(self) -> float | None:
+        """Images per second over the run (log rows' ``img_per_s``, weighted by their iterations)."""
+        total, weight, previous = 0.0, 0, 0
+        for row in self.log:
+            iteration = int(row["iteration"])
+            if row.get("img_per_s"):
+                total += float(row["img_per_s"]) * (iteration - previous)
+                weight += iteration - previous
+            previous = iteration
+        return total / weight if weight else None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def summarize_run(run: str | os.PathLike[str]) -> RunSummary:
+    """Read a run folder's config, logs and latest manifest."""
+    from .state import latest_state_dir, read_manifest
+
+    path = Path(run)
+    config = json.loads((path / "config.json").read_text())
+    log = _read_csv(path / "log.csv")
+    val = [(int(r["iteration"]), float(r["psnr"])) for r in _read_csv(path / "val.csv")]
+    folder = latest_state_dir(path)
+    manifest = read_manifest(folder) if folder is not None else {}
+    iterations = int(manifest.get("iteration", log[-1]["iteration"] if log else 0))
+    elapsed = manifest.get("elapsed")
+    if elapsed is None and log and log[-1].get("elapsed_s"):
+        elapsed = float(log[-1]["elapsed_s"])
+    images = len(manifest["data"]["images"]) if manifest.get("data") else None
+    sessions_file = path / "sessions.json"
+    sessions = json.loads(sessions_file.read_text()) if sessions_file.is_file() else []
+    return RunSummary(path, config, iterations, elapsed, images, sessions, log, val)
+
+
+def write_weights(student_run: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
+    """The student run's final weights (its latest state, else ``model.safetensors``) as a float16 checkpoint."""
+    import torch
+
+    from lightbsr.checkpoint import save_checkpoint
+    from lightbsr.models import build_model
+    from lightbsr.models.convert import load_strict
+
+    from .trainer import read_run_weights
+
+    weights, config, source = read_run_weights(str(student_run))
+    if config.role != "student":
+        raise SystemExit(f"{student_run} holds a {config.arch}, not a student")
+    model = build_model(config)
+    load_strict(model, weights)
+    info = {"source": source, "iteration": summarize_run(student_run).iterations}
+    save_checkpoint(out, model, config, dtype=torch.float16, metadata={"lightbsr.release": json.dumps(info)})
+    return info
+
+
+def _duration(seconds: float | None) -> str:
+    from .schedule import format_duration
+
+    return format_duration(seconds) if seconds else "?"
+
+
+def _eval_means(document: dict[str, Any]) -> dict[str, list[float]]:
+    """dataset name → mean Y-PSNR at :data:`SIGMAS` from a ``lightbsr eval --json`` document."""
+    table = {}
+    for dataset in document["datasets"]:
+        table[dataset["name"]] = [float(dataset["mean"][repr(s)]["psnr"]) for s in SIGMAS]
+    return table
+
+
+def _machines(*runs: RunSummary) -> list[str]:
+    """One line per distinct machine the runs' sessions ran on (``sessions.json``)."""
+    lines: list[str] = []
+    for run in runs:
+        for session in run.sessions:
+            host = session.get("machine", {})
+            where = host.get("gpu") or (
+                f"{host.get('cpu')} ({host.get('cpus')} CPUs used; {' '.join(host.get('cpu_isa') or []) or 'no AVX2'})"
+            )
+            line = f"{where}, Python {host.get('python')}, torch {host.get('torch')}"
+            if line not in lines:
+                lines.append(line)
+    return lines or ["not recorded (runs made before sessions.json existed)"]
+
+
+def _run_lines(summary: RunSummary) -> list[str]:
+    c = summary.config
+    stages = summary.stage_iterations()
+    speed = summary.mean_speed()
+    lines = [
+        f"- run folder `{summary.path.name}`: {summary.iterations} iterations "
+        f"({', '.join(f'stage {k}: {v}' for k, v in sorted(stages.items()))}), "
+        f"{_duration(summary.elapsed_s)} of training time"
+        + (f" (time budget {_duration(c['time_budget'])})" if c.get("time_budget") else ""),
+        f"- batch {c['batch_size']} images × {c.get('crops') or 1} crop(s), LR patch {c['patch_size']}, "
+        f"lr {c['lr']} → {c['min_lr']} (cosine), amp {c.get('amp')}"
+        + (f", {speed:.2f} img/s on average" if speed else ""),
+    ]
+    if c.get("init"):
+        lines.append(f"- started from the weights of `{c['init']}` (`--init`)")
+    if summary.val:
+        points = ", ".join(f"{i}: {p:.2f}" for i, p in summary.val)
+        lines.append(f"- validation Y-PSNR by iteration (dB): {points}")
+    return lines
+
+
+def model_card(
+    *,
+    name: str,
+    teacher: RunSummary,
+    student: RunSummary,
+    evaluation: dict[str, Any],
+    bicubic: dict[str, Any] | None,
+    commands: Sequence[str],
+    notes: Sequence[str] = (),
+    validation: str = "",
+) -> str:
+    """The model card (Markdown) of a released student."""
+    ours = _eval_means(evaluation)
+    base = _eval_means(bicubic) if bicubic else {}
+    data = teacher.config.get("data")
+    lines = [
+        f"# {name}",
+        "",
+        "The bundled default model of `lightbsr upscale` and `lightbsr eval default`: a LightBSR student "
+        "(ICCV 2025 architecture, 3,259,971 parameters), ×4, degradation setting 1 (isotropic Gaussian blur, "
+        "σ ∈ [0.2, 4.0], no noise), distilled from a LightBSR teacher that saw the true blur kernel. "
+        "Weights in float16 (they run in float32).",
+        "",
+        "## Training",
+        "",
+        f"- data: `{data}` ({teacher.images if teacher.images is not None else '?'} images), "
+        "degradations synthesised per batch with the papers' setting-1 model",
+        *(f"- machine: {line}" for line in _machines(teacher, student)),
+        "",
+        "Teacher:",
+        "",
+        *_run_lines(teacher),
+        "",
+        "Student:",
+        "",
+        *_run_lines(student),
+        "",
+    ]
+    if validation:
+        lines += [validation, ""]
+    lines += ["Commands:", "", "```bash", *commands, "```", ""]
+    lines += [
+        "## Evaluation",
+        "",
+        "`lightbsr eval default --dataset Set5 Set14 BSD68 --sigma 1.2 2.4 3.6` (Y-PSNR in dB, the papers' protocol; "
+        "the paper's rows are its Table 3, where the third set is B100, of which BSD68 is a 68-image subset):",
+        "",
+        "| dataset | σ = 1.2 | σ = 2.4 | σ = 3.6 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for dataset, values in ours.items():
+        paper_name, paper_bicubic, paper_ours = PAPER_TABLE3.get(dataset, (dataset, None, None))
+        lines.append(f"| {dataset}, this model | " + " | ".join(f"**{v:.2f}**" for v in values) + " |")
+        bicubic_row = base.get(dataset) or (list(paper_bicubic) if paper_bicubic and paper_name == dataset else None)
+        if bicubic_row:
+            lines.append(f"| {dataset}, bicubic | " + " | ".join(f"{v:.2f}" for v in bicubic_row) + " |")
+            gain = [a - b for a, b in zip(values, bicubic_row, strict=True)]
+            lines.append(f"| {dataset}, gain over bicubic | " + " | ".join(f"{g:+.2f}" for g in gain) + " |")
+        if paper_ours:
+            lines.append(f"| {paper_name}, paper's LightBSR | " + " | ".join(f"{v:.2f}" for v in paper_ours) + " |")
+    lines.append("")
+    lines += [*notes, ""] if notes else []
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightbsr.training.release",
+        description="Write a released student's float16 weights and model card from its run folders.",
+    )
+    parser.add_argument("--teacher-run", required=True)
+    parser.add_argument("--student-run", required=True)
+    parser.add_argument("--eval", required=True, help="`lightbsr eval --json` of the released weights")
+    parser.add_argument("--bicubic", help="`lightbsr eval bicubic --json` on the same datasets")
+    parser.add_argument("--weights", help="float16 checkpoint to write (skipped if not given)")
+    parser.add_argument("--card", required=True, help="model card (Markdown) to write")
+    parser.add_argument("--name", default="lightbsr_student_x4_setting1")
+    parser.add_argument("--command", action="append", default=[], help="a command that made the model (repeat)")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph for the card (repeat)")
+    parser.add_argument("--validation-note", default="", help="what the validation curve was measured on")
+    args = parser.parse_args(argv)
+    from lightbsr.files import atomic_output
+
+    if args.weights:
+        write_weights(args.student_run, args.weights)
+    card = model_card(
+        name=args.name,
+        teacher=summarize_run(args.teacher_run),
+        student=summarize_run(args.student_run),
+        evaluation=json.loads(Path(args.eval).read_text()),
+        bicubic=json.loads(Path(args.bicubic).read_text()) if args.bicubic else None,
+        commands=args.command,
+        notes=args.note,
+        validation=args.validation_note,
+    )
+    with atomic_output(args.card) as tmp:
+        Path(tmp).write_text(card)
+    print(f"wrote {args.card}" + (f" and {args.weights}" if args.weights else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
