@@ -29,7 +29,7 @@ MODEL is an architecture name (e.g. lightbsr_student_x4, kdsr_student_m_x4; rand
   GPU, perf_counter on the CPU): median/p90/p99 ms, output MP/s, peak memory, speed-up vs the
   PyTorch FP32 eager reference measured in the same run, and PSNR of each target's output vs the
   reference's on a real image crop (--image). Targets: torch-fp32 (reference), torch-bf16,
-  torch-fp16, torch-compile-fp32, torch-compile-fp16 (CPU: FP16 and torch.compile only when named
+  torch-fp16, torch-compile-fp32/-bf16/-fp16 (CUDA graphs on a GPU; CPU: FP16 and torch.compile only when named
   in --targets), and for each --onnx file (precision from its metadata: fp32/fp16/int8 from
   `lightbsr export` / `lightbsr quantize`) ort-cpu, ort-cuda and ort-trt (ONNX Runtime's TensorRT
   execution provider). Targets that cannot run here are listed as skipped with the reason.
