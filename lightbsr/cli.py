@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 STAGE_CLIS = (
     "lightbsr.runtime.cli",
     "lightbsr.export.cli",
-    "lightbsr.export.tensorrt.cli",
+    "lightbsr.export.build_cli",
     "lightbsr.training.cli",
     "lightbsr.benchmarks.cli",
 )

@@ -21,6 +21,7 @@ import abc
 import importlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,6 +51,20 @@ BUILDS_FROM: dict[str, tuple[str, ...]] = {"tensorrt": (".onnx",)}
 """Backends that also take another kind of model file, converted when loaded (TensorRT builds engines from ONNX)."""
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run will ask of a backend: LR image sizes ``(height, width)`` (empty: unknown) and the tiling.
+
+    Passed to a backend's ``load``; a backend that compiles for fixed sizes (TensorRT engines
+    built from an ONNX) sizes itself from it, the others ignore it.
+    """
+
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    tile: int | None = None
+    tile_batch: int = 1
+    shared_idr: bool = True
 
 
 class Backend(abc.ABC):

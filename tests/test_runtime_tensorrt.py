@@ -32,7 +32,13 @@ from runtime_tensorrt_graphs import expected_sr, write_toy_model
 
 from lightbsr import contract
 from lightbsr.cli import main
-from lightbsr.engine import (
+from lightbsr.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ModelFileError
+from lightbsr.files import sha256_file
+from lightbsr.runtime import Upscaler, device_buffers
+from lightbsr.runtime import tensorrt_backend as trtb
+from lightbsr.runtime.consistency import psnr
+from lightbsr.tensorrt import autobuild, loader
+from lightbsr.tensorrt.engine import (
     BuildSettings,
     EngineCache,
     EngineSidecar,
@@ -44,13 +50,8 @@ from lightbsr.engine import (
     sidecar_path,
     write_sidecar,
 )
-from lightbsr.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ModelFileError
-from lightbsr.export.tensorrt.onnx_info import read_onnx_info
-from lightbsr.export.tensorrt.plan import plan_build
-from lightbsr.files import sha256_file
-from lightbsr.runtime import Upscaler
-from lightbsr.runtime import tensorrt_backend as trtb
-from lightbsr.runtime.consistency import psnr
+from lightbsr.tensorrt.onnx_info import read_onnx_info
+from lightbsr.tensorrt.plan import plan_build
 
 ROOT = Path(__file__).resolve().parent.parent
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
@@ -60,7 +61,7 @@ TRT10 = "10.13.0.35"
 # --------------------------------------------------------------------------- the stand-ins
 
 
-class FakeMemory(trtb.DeviceBuffers):
+class FakeMemory(device_buffers.DeviceBuffers):
     """Device memory as numpy byte arrays keyed by made-up addresses."""
 
     kind = "fake"
@@ -224,6 +225,8 @@ class FakeTensorRT(types.ModuleType):
                     return None
 
         self.Runtime = Runtime
+        if name == "tensorrt":
+            self.Builder = object  # the full module builds (the builder itself is a BuildFunction in these tests)
 
 
 def write_fake_engine(
@@ -268,7 +271,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
     fake = FakeTensorRT()
     fake.memory = FakeMemory()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trtb, "detect_gpu", lambda index=0: H100)
+    monkeypatch.setattr(loader, "detect_gpu", lambda index=0: H100)
     monkeypatch.setattr(trtb, "open_buffers", lambda buffers, index: fake.memory)
     return fake
 
@@ -288,7 +291,8 @@ def _prebuilt(
 ) -> Path:
     """``folder/toy.engine`` and its split engines, as ``lightbsr build`` writes them."""
     folder.mkdir(exist_ok=True)
-    full, estimator, restorer = trtb.split_model_paths(onnx_model)
+    graphs = contract.resolve_graphs(onnx_model)
+    full, estimator, restorer = graphs.full, graphs.estimator, graphs.restorer
     target = folder / "toy.engine"
     est_engine, res_engine = contract.split_paths(target)
     for source, engine, shapes in (
@@ -309,23 +313,23 @@ def test_import_tensorrt_needs_a_real_module(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "tensorrt", stub_namespace)
     for name in ("tensorrt_lean", "tensorrt_dispatch"):
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
-    assert trtb.import_tensorrt() is None
+    assert loader.import_tensorrt() is None
     lean = FakeTensorRT(name="tensorrt_lean")
     monkeypatch.setitem(sys.modules, "tensorrt_lean", lean)
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None and found.name == "tensorrt_lean" and found.lean and found.module is lean
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None and found.name == "tensorrt" and not found.lean and found.version == TRT10
 
 
 def test_missing_tensorrt_or_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, toy: Path) -> None:
-    for name in trtb.RUNTIME_MODULES:
+    for name in loader.RUNTIME_MODULES:
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(BackendUnavailableError, match="needs TensorRT and an NVIDIA GPU; found: no tensorrt module"):
         trtb.load(toy)
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
-    monkeypatch.setattr(trtb, "detect_gpu", lambda index=0: None)
+    monkeypatch.setattr(loader, "detect_gpu", lambda index=0: None)
     with pytest.raises(BackendUnavailableError, match=f"found: tensorrt {TRT10} but no CUDA device 1"):
         trtb.load(toy, device="cuda:1")
     with pytest.raises(ConfigError, match="NVIDIA GPUs only"):
@@ -337,16 +341,16 @@ def test_missing_tensorrt_or_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPa
 
 
 def test_buffers_need_torch_cuda_or_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trtb, "_cuda_torch", lambda: None)
-    monkeypatch.setattr(trtb, "_import_cudart", lambda: None)
+    monkeypatch.setattr(device_buffers, "_cuda_torch", lambda: None)
+    monkeypatch.setattr(device_buffers, "import_cudart", lambda: None)
     with pytest.raises(BackendUnavailableError, match="torch with CUDA or cuda-python"):
-        trtb.open_buffers("auto", 0)
+        device_buffers.open_buffers("auto", 0)
     with pytest.raises(BackendUnavailableError, match="buffers='torch' needs torch built with CUDA"):
-        trtb.open_buffers("torch", 0)
+        device_buffers.open_buffers("torch", 0)
     with pytest.raises(ConfigError, match="unknown buffers"):
-        trtb.open_buffers("pinned", 0)
+        device_buffers.open_buffers("pinned", 0)
     memory = FakeMemory()
-    assert trtb.open_buffers(memory, 0) is memory
+    assert device_buffers.open_buffers(memory, 0) is memory
 
 
 def test_buffer_slots_grow_and_are_reused() -> None:
@@ -373,7 +377,7 @@ def test_engine_shapes_follow_images_and_tiling() -> None:
     assert per_tile.lr_range(contract.GRAPH_ESTIMATOR) == per_tile.lr_range(contract.GRAPH_RESTORER)
     whole = trtb.engine_shapes([(130, 20)], tile=0, tile_batch=8)
     assert (whole.image, whole.tile, whole.batch) == (256, 256, 1)
-    assert trtb.engine_shapes([]).image == trtb.DEFAULT_IMAGE_SIDE
+    assert trtb.engine_shapes([]).image == autobuild.DEFAULT_IMAGE_SIDE
     assert trtb.engine_shapes([(10, 10)], tile=None).tile == 64
     with pytest.raises(ConfigError, match="at least 1"):
         trtb.EngineShapes(batch=0)
@@ -403,7 +407,7 @@ def test_choose_profile_picks_the_first_that_fits_and_names_the_ranges() -> None
 
 
 def _build(toy: Path, cache: Path, builds: Builds, shapes: trtb.EngineShapes, **options: Any) -> dict[str, Path]:
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None
     engines, _ = trtb.build_or_reuse(
         toy, shapes=shapes, fp16=False, cache=EngineCache(cache), tensorrt=found, gpu=H100, builder=builds, **options
@@ -435,14 +439,14 @@ def test_split_engines_are_built_once_then_reused(fake_trt: FakeTensorRT, toy: P
 
 def test_builds_refused_before_building(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
     builds = Builds()
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None
-    lean = trtb.TensorRTModule(found.module, "tensorrt_lean", TRT10)
+    lean = loader.TensorRTModule(found.module, "tensorrt_lean", TRT10)
     with pytest.raises(BackendUnavailableError, match="needs the full tensorrt package"):
         trtb.build_or_reuse(
             toy, shapes=trtb.EngineShapes(), fp16=False, cache=EngineCache(tmp_path), tensorrt=lean, gpu=H100
         )
-    trt11 = trtb.TensorRTModule(found.module, "tensorrt", "11.0.0.1")
+    trt11 = loader.TensorRTModule(found.module, "tensorrt", "11.0.0.1")
     with pytest.raises(ConfigError, match="--fp16 cannot be honoured by TensorRT 11"):
         trtb.build_or_reuse(
             toy, shapes=trtb.EngineShapes(), fp16=True, cache=EngineCache(tmp_path), tensorrt=trt11, gpu=H100
@@ -647,7 +651,7 @@ def test_cli_builds_engines_on_first_use_then_reuses_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     builds = Builds()
-    monkeypatch.setattr(trtb, "_default_builder", builds)
+    monkeypatch.setattr(autobuild, "_default_builder", builds)
     image = _write_png(tmp_path / "in.png", 20, 14)
     cache = tmp_path / "cache"
 

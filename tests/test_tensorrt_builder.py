@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import tensorrt_onnx
 
-from lightbsr.engine import BuildSettings, GpuInfo, ShapeRange, check_engine, sidecar_path
 from lightbsr.errors import EngineBuildError, ModelFileError
-from lightbsr.export.tensorrt import builder
+from lightbsr.tensorrt import builder, loader
+from lightbsr.tensorrt.engine import BuildSettings, GpuInfo, ShapeRange, check_engine, sidecar_path
 
 GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 
@@ -135,6 +135,7 @@ class FakeTensorRT(types.ModuleType):
             NONE="NONE", AMPERE_PLUS="AMPERE_PLUS", SAME_COMPUTE_CAPABILITY="SAME_COMPUTE_CAPABILITY"
         )
         self.MemoryPoolType = names(WORKSPACE="WORKSPACE")
+        self.Runtime = object  # the real module has one; the import probe looks for it
         self.Dims = list
 
     def configured(self, kind: str) -> list[Any]:
@@ -148,7 +149,7 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def install(monkeypatch: pytest.MonkeyPatch, fake: FakeTensorRT) -> FakeTensorRT:
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(builder, "detect_gpu", lambda: GPU)
+    monkeypatch.setattr(loader, "detect_gpu", lambda device=0: GPU)
     return fake
 
 
@@ -215,6 +216,6 @@ def test_cli_build_without_a_gpu(graphs: dict[str, Path], tmp_path: Path, monkey
     from lightbsr.cli import main
 
     install(monkeypatch, FakeTensorRT("10.13"))
-    monkeypatch.setattr(builder, "detect_gpu", lambda: None)
+    monkeypatch.setattr(loader, "detect_gpu", lambda device=0: None)
     assert main(["build", str(graphs["lightbsr_full"]), "-o", str(tmp_path / "m.engine")]) == 2
     assert list(tmp_path.iterdir()) == []

@@ -11,8 +11,8 @@ import pytest
 import tensorrt_onnx
 
 from lightbsr.cli import build_parser, main
-from lightbsr.export.tensorrt.builder import installed_version
-from lightbsr.export.tensorrt.onnx_info import read_onnx_info
+from lightbsr.tensorrt.loader import installed_version
+from lightbsr.tensorrt.onnx_info import read_onnx_info
 
 ROOT = Path(__file__).resolve().parent.parent
 

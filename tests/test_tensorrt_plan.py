@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from lightbsr.engine import BuildSettings
 from lightbsr.errors import ConfigError
-from lightbsr.export.tensorrt.plan import plan_build
+from lightbsr.tensorrt.engine import BuildSettings
+from lightbsr.tensorrt.plan import plan_build
 
 PRECISION_FLAGS = {"FP16", "INT8"}
 

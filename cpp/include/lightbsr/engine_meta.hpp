@@ -1,5 +1,5 @@
 // The engine sidecar (MODEL.engine.json) and the compatibility check: a C++17 port of
-// lightbsr/engine.py (EngineSidecar, read_sidecar, check_compatibility, check_engine),
+// lightbsr/tensorrt/engine.py (EngineSidecar, read_sidecar, check_compatibility, check_engine),
 // with the same rules and the same one-line messages. Needs nlohmann/json, not TensorRT:
 // tests/test_cpp_tiling.py checks it against the Python implementation.
 #pragma once

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightbsr.engine import BuildSettings, parse_version
 from lightbsr.errors import ConfigError
+from lightbsr.tensorrt.engine import BuildSettings, parse_version
 
 # HardwareCompatibilityLevel members by --hardware-compatibility value, and trtexec's names for them
 HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
