@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lightbsr.errors import BackendUnavailableError, ConfigError
+from lightbsr.errors import BackendUnavailableError, ConfigError, first_line
 
 REFERENCE = "torch-fp32"
 TORCH_TARGETS = ("torch-fp32", "torch-bf16", "torch-fp16", "torch-compile-fp32", "torch-compile-fp16")
@@ -203,7 +203,7 @@ def _torch_prepare(model: Any, device: str, dtype: Any, compiled: bool) -> Calla
             try:
                 fn = torch.compile(net, mode="max-autotune-no-cudagraphs")
             except Exception as err:  # no compiler toolchain, unsupported platform
-                raise BackendUnavailableError(f"torch.compile failed: {_first_line(err)}") from err
+                raise BackendUnavailableError(f"torch.compile failed: {first_line(err)}") from err
         device_type = "cuda" if device.startswith("cuda") else "cpu"
 
         last: dict[str, Any] = {}
@@ -263,27 +263,16 @@ def onnx_precision(path: str | os.PathLike[str]) -> str:
 
 def _ort_prepare(path: Path, kind: str, precision: str, threads: int) -> Callable[[], Runner]:
     def prepare() -> Runner:
-        import onnxruntime as ort
+        from lightbsr.runtime import load_backend
 
-        from lightbsr import contract
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         providers: list[Any] = [ORT_PROVIDERS[kind]]
         if kind == "ort-trt":
             providers = [
                 (ORT_PROVIDERS[kind], {"trt_fp16_enable": precision != "fp32", "trt_int8_enable": precision == "int8"}),
                 "CUDAExecutionProvider",
             ]
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
-
-        def run(lr: np.ndarray) -> Any:
-            return session.run([contract.OUTPUT_SR], {contract.INPUT_LR: lr.astype(dtype, copy=False)})[0]
-
-        return run
+        backend = load_backend("onnxruntime", path, providers=providers, threads=threads or None, split=False)
+        return backend.forward
 
     return prepare
 
@@ -426,7 +415,7 @@ def measure(
                 cuda=target.device.startswith("cuda") and target.torch_target,
             )
         except Exception as err:  # a backend that fails is reported, not fatal (except the reference)
-            row.status, row.reason = "failed", _first_line(err)
+            row.status, row.reason = "failed", first_line(err)
             if target.name == REFERENCE:
                 raise
             rows.append(row)
@@ -498,8 +487,3 @@ def _cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from lightbsr import contract
 from lightbsr.degradation import degrade, random_kernels
-from lightbsr.errors import BackendUnavailableError, ConfigError, DatasetError, ModelFileError
+from lightbsr.errors import BackendUnavailableError, ConfigError, DatasetError, ModelFileError, first_line
 from lightbsr.evaluation import list_images, read_image_rgb8
 from lightbsr.files import sha256_file
 
@@ -163,7 +163,7 @@ def _check(model: onnx.ModelProto, what: str) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as err:
-        raise ModelFileError(f"converted {what} graph fails the ONNX checker: {str(err).splitlines()[0]}") from err
+        raise ModelFileError(f"converted {what} graph fails the ONNX checker: {first_line(err)}") from err
 
 
 # --------------------------------------------------------------------------- FP16
@@ -456,7 +456,7 @@ def quantize_int8(
                 )
                 bar.update(1)
         except (ValueError, RuntimeError) as err:
-            raise ModelFileError(f"{model_path}: INT8 quantization failed ({str(err).splitlines()[0]})") from err
+            raise ModelFileError(f"{model_path}: INT8 quantization failed ({first_line(err)})") from err
         quantized = onnx.load(str(quantized_path))
     quantized.ir_version = model.ir_version
     converted = {targets[contract.GRAPH_FULL]: quantized}

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from lightbsr._version import __version__
-from lightbsr.errors import LightBSRError
+from lightbsr.errors import LightBSRError, one_line
 
 EXIT_USAGE = 2
 STAGE_CLIS = (
@@ -90,11 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LightBSRError, OSError) as err:
         if os.environ.get("LIGHTBSR_DEBUG"):
             raise
-        print(f"lightbsr: error: {_one_line(err)}", file=sys.stderr)
+        print(f"lightbsr: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("lightbsr: interrupted", file=sys.stderr)

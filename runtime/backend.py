@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lightbsr import contract
-from lightbsr.errors import BackendUnavailableError, ConfigError
+from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
 
 IDR = dict[str, np.ndarray]
 
@@ -51,6 +51,7 @@ BUILDS_FROM: dict[str, tuple[str, ...]] = {"tensorrt": (".onnx",)}
 """Backends that also take another kind of model file, converted when loaded (TensorRT builds engines from ONNX)."""
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+"""What a backend may be asked to compute in (``--fp16``/``--bf16``); engine precisions are another set."""
 
 
 @dataclass(frozen=True)
@@ -154,29 +155,26 @@ class Backend(abc.ABC):
         }
 
 
-def split_model_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
-    """(full, estimator, restorer) paths of a model given any of them (``model.onnx``, ``model.estimator.engine``).
+def choose_backend(name: str, model_path: str | os.PathLike[str]) -> str:
+    """The backend that runs ``model_path``: ``name``, or for ``"auto"`` the one its suffix says.
 
-    The split files sit beside the full one, named by :func:`lightbsr.contract.split_paths`.
+    The one place a backend is decided (callers pass the result down); a backend that
+    cannot run that kind of file, or an unknown kind, is a ConfigError.
     """
-    path = Path(path)
-    name = path.name
-    for graph in (contract.GRAPH_ESTIMATOR, contract.GRAPH_RESTORER):
-        tag = f".{graph}{path.suffix}"
-        if name.endswith(tag):
-            path = path.with_name(name[: -len(tag)] + path.suffix)
-            break
-    estimator, restorer = contract.split_paths(path)
-    return path, estimator, restorer
-
-
-def backend_for_model(path: str | os.PathLike[str]) -> str:
-    """The backend that runs a model file, from its suffix."""
-    suffix = Path(path).suffix.lower()
+    suffix = Path(model_path).suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         known = ", ".join(f"{s} ({b})" for s, b in MODEL_SUFFIXES.items())
-        raise ConfigError(f"{path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
-    return MODEL_SUFFIXES[suffix]
+        raise ConfigError(f"{model_path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
+    expected = MODEL_SUFFIXES[suffix]
+    if name == "auto":
+        return expected
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+    if expected != name and suffix not in BUILDS_FROM.get(name, ()):
+        raise ConfigError(
+            f"{model_path}: the {name} backend does not run {suffix} files (those run on the {expected} backend)"
+        )
+    return name
 
 
 def load_backend(
@@ -185,23 +183,23 @@ def load_backend(
     *,
     device: str = "auto",
     precision: str | None = None,
+    workload: Workload | None = None,
     **options: Any,
 ) -> Backend:
-    """Open ``model_path`` with backend ``name`` (``"auto"``: by the file's suffix)."""
-    if name == "auto":
-        name = backend_for_model(model_path)
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+    """Open ``model_path`` with backend ``name`` (``"auto"``: by the file's suffix, :func:`choose_backend`).
+
+    Every stage opens model files through here. ``workload`` says what the run will ask
+    (image sizes, tiling); a backend that compiles for fixed sizes sizes itself from it.
+    """
+    name = choose_backend(name, model_path)
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    expected = backend_for_model(model_path)
-    if expected != name and Path(model_path).suffix.lower() not in BUILDS_FROM.get(name, ()):
-        raise ConfigError(
-            f"{model_path}: the {name} backend does not run {Path(model_path).suffix} files "
-            f"(those run on the {expected} backend)"
-        )
+    path = Path(model_path)
+    graphs = contract.resolve_graphs(path)
+    if not path.exists() and not (path.suffix.lower() != ".safetensors" and graphs.split):
+        raise ModelFileError(f"{path}: no such model file")
     module = _backend_module(name)
-    backend: Backend = module.load(model_path, device=device, precision=precision, **options)
+    backend: Backend = module.load(path, device=device, precision=precision, workload=workload, **options)
     return backend
 
 
