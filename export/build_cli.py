@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="higher searches longer for faster kernels (default: TensorRT's, 3)",
     )
     builder.add_argument(
+        "--device", type=int, default=0, metavar="N", help="CUDA device to build (and tune) the engine on"
+    )
+    builder.add_argument(
         "--version-compatible", action="store_true", help="engine runs on newer TensorRT (and lean/dispatch runtimes)"
     )
     builder.add_argument(
@@ -159,7 +162,7 @@ def run_build(args: argparse.Namespace) -> int:
     timing_cache = getattr(args, "timing_cache", None)
     if not args.print_trtexec:
         require_tensorrt(full=True, missing=NOT_INSTALLED)  # before reading anything: the one-line hint is the answer
-        sidecar = build_engine(args.onnx, output, settings, timing_cache=timing_cache)
+        sidecar = build_engine(args.onnx, output, settings, timing_cache=timing_cache, device=args.device)
         if args.json:
             print(json.dumps(sidecar.to_json(), indent=2))
         else:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lightbsr import contract
+from lightbsr import contract, cuda
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
 from lightbsr.runtime.backend import IDR, Backend, Workload
 
@@ -116,10 +116,12 @@ def choose_providers(device: str, precision: str | None) -> list[Any]:
     for name in gpu:
         options: dict[str, Any] = {"device_id": device_id}
         if name == TRT_EP:
+            cache = _cache_dir()
+            cache.mkdir(parents=True, exist_ok=True)  # the TensorRT EP creates it non-recursively, and throws
             options |= {
                 "trt_fp16_enable": precision == "fp16",
                 "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(_cache_dir()),
+                "trt_engine_cache_path": str(cache),
             }
         providers.append((name, options))
     return [*providers, CPU_EP]
@@ -182,7 +184,7 @@ class OnnxRuntimeBackend(Backend):
         first = graphs[0]
         self.family, self.scale, self.paths = first.family, first.scale, [g.path for g in graphs]
         self.providers = list(first.session.get_providers())
-        self.device = "cpu" if self.providers[0] == CPU_EP else _device_of(chosen, device)
+        self.device = _check_fallback(first.session, chosen, explicit=providers is not None)
         graph_precision = first.precision
         if precision in (None, graph_precision):
             self.precision = graph_precision
@@ -192,12 +194,6 @@ class OnnxRuntimeBackend(Backend):
             raise ConfigError(
                 f"{first.path} is an {graph_precision} graph; the onnxruntime backend runs graphs in their own "
                 f"precision (export an {precision} graph, or use the TensorRT execution provider for fp16)"
-            )
-        if chosen and _provider_name(chosen[0]) != self.providers[0]:
-            warnings.warn(
-                f"onnxruntime could not start {_provider_name(chosen[0])}; running on {self.providers[0]}",
-                RuntimeWarning,
-                stacklevel=2,
             )
 
     @property
@@ -228,7 +224,8 @@ class OnnxRuntimeBackend(Backend):
 
     def free_memory(self) -> int | None:
         if self.device_kind == "cuda":
-            return _cuda_free_memory()
+            _, _, index = self.device.partition(":")
+            return cuda.free_memory(int(index) if index.isdigit() else 0)
         return super().free_memory()
 
     def is_out_of_memory(self, err: BaseException) -> bool:
@@ -242,27 +239,37 @@ def _provider_name(provider: Any) -> str:
     return str(provider[0] if isinstance(provider, tuple) else provider)
 
 
-def _device_of(providers: list[Any], device: str) -> str:
-    for provider in providers:
-        if isinstance(provider, tuple) and "device_id" in provider[1]:
-            return f"cuda:{provider[1]['device_id']}"
-    return device if device.startswith("cuda") else "cuda"
+def _device_id(options: Mapping[str, Any]) -> int:
+    value = str(options.get("device_id", 0))
+    return int(value) if value.isdigit() else 0
 
 
-def _cuda_free_memory() -> int | None:
-    """Free bytes on the current CUDA device via cuda-python, when installed (torch is not assumed here)."""
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[import-not-found,no-redef]
-        except ImportError:
-            return None
-    try:
-        err, free, _ = cudart.cudaMemGetInfo()  # of the current device
-    except Exception:  # a driver problem only loses the memory estimate
-        return None
-    return int(free) if int(err) == 0 else None
+def _check_fallback(session: ort.InferenceSession, chosen: Sequence[Any], *, explicit: bool) -> str:
+    """The device the session really runs on; a provider ONNX Runtime fell back from is reported or refused.
+
+    ONNX Runtime's Python wrapper retries a session whose provider cannot start on its fallback
+    providers *without* their options: the device asked for is then silently lost. Losing the
+    device, or a provider the caller named explicitly, is a BackendUnavailableError; a provider
+    chosen automatically that did not start is a warning.
+    """
+    used = list(session.get_providers())
+    options = session.get_provider_options()
+    wanted = {_provider_name(p): dict(p[1]) if isinstance(p, tuple) else {} for p in chosen}
+    gpu = next((p for p in used if p in (TRT_EP, CUDA_EP)), None)
+    device = "cpu" if gpu is None else f"cuda:{_device_id(options.get(gpu, {}))}"
+    asked = next((p for p in wanted if p in (TRT_EP, CUDA_EP)), None)
+    if asked is not None and gpu is not None and _device_id(wanted[asked]) != _device_id(options.get(gpu, {})):
+        raise BackendUnavailableError(
+            f"onnxruntime could not start {asked} on cuda:{_device_id(wanted[asked])} and fell back to {gpu} on "
+            f"{device} (its options lost); check that device, or choose the providers with --providers"
+        )
+    lost = [p for p in wanted if p not in used]
+    if lost:
+        message = f"onnxruntime could not start {', '.join(lost)}; running on {', '.join(used)}"
+        if explicit:
+            raise BackendUnavailableError(f"{message} (those providers were asked for explicitly)")
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return device
 
 
 def load(

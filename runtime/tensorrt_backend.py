@@ -61,8 +61,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lightbsr import contract
-from lightbsr.errors import ConfigError, ModelFileError
+from lightbsr import contract, cuda
+from lightbsr.errors import ConfigError, ModelFileError, first_line
 from lightbsr.runtime.backend import IDR, Backend, Workload
 from lightbsr.runtime.device_buffers import DeviceBuffers, open_buffers
 from lightbsr.tensorrt.autobuild import EngineShapes, build_or_reuse, check_precision, engine_shapes
@@ -234,9 +234,12 @@ class _Engine:
         results: dict[str, np.ndarray] = {}
         try:
             if profile != self._active_profile:
-                if not context.set_optimization_profile_async(profile, stream):
-                    reason = self._error("no reason given")
-                    raise RuntimeError(f"{self.path}: cannot select profile {profile}: {reason}")
+                try:  # the bindings raise (they do not return False) when TensorRT refuses
+                    selected, problem = context.set_optimization_profile_async(profile, stream), "no reason given"
+                except RuntimeError as err:
+                    selected, problem = False, first_line(err)
+                if not selected:
+                    raise RuntimeError(f"{self.path}: cannot select profile {profile}: {self._error(problem)}")
                 self._active_profile = profile
             for name, tensor in self.inputs.items():
                 host = np.ascontiguousarray(feeds[name], dtype=tensor.dtype)
@@ -389,13 +392,14 @@ def load(
     gpu = require_gpu(
         device_index, missing=f"{NEEDS}; found: {tensorrt.name} {tensorrt.version} but no CUDA device {device_index}"
     )
+    cuda.select_device(device_index)  # first: TensorRT builds, tunes and loads on the current device
     built: list[Path] = []
     if from_onnx:
         shapes = engine_shapes or shapes_for(workload or Workload())
         cache = EngineCache(engine_cache)
         engines, built = build_or_reuse(
             path, shapes=shapes, fp16=precision == "fp16", cache=cache, tensorrt=tensorrt, gpu=gpu, builder=builder,
-            precision=precision,
+            precision=precision, device=device_index,
         )  # fmt: skip
     else:
         engines = contract.resolve_graphs(path).present("engine")

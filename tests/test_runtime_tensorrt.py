@@ -153,6 +153,9 @@ class FakeContext:
         self.addresses: dict[str, int] = {}
 
     def set_optimization_profile_async(self, index: int, stream: int) -> bool:
+        if self.engine.fake.profile_error:  # as the bindings do: log the reason, then raise (never return False)
+            self.engine.fake.logger.log(self.engine.fake.ILogger.Severity.ERROR, self.engine.fake.profile_error)
+            raise RuntimeError("Error Code 3: API Usage Error (set_optimization_profile_async)")
         self.profile = index
         return True
 
@@ -197,6 +200,7 @@ class FakeTensorRT(types.ModuleType):
         self.memory: FakeMemory | None = None
         self.runs: list[tuple[str, dict[str, tuple[int, ...]]]] = []
         self.logger: Any = None
+        self.profile_error = ""  # set: switching optimization profiles fails with this reason
         fake = self
 
         class Severity(enum.IntEnum):
@@ -260,7 +264,7 @@ class Builds:
     def __init__(self) -> None:
         self.built: list[tuple[str, BuildSettings]] = []
 
-    def __call__(self, onnx_path: Path, engine: Path, settings: BuildSettings) -> EngineSidecar:
+    def __call__(self, onnx_path: Path, engine: Path, settings: BuildSettings, device: int = 0) -> EngineSidecar:
         self.built.append((onnx_path.name, settings))
         return write_fake_engine(onnx_path, engine, settings)
 
@@ -673,3 +677,39 @@ def test_cli_builds_engines_on_first_use_then_reuses_them(
     assert len(builds.built) == 2 and "building" not in err  # same image size, tile and TensorRT: reused
     upscale("--tile-batch", "4")
     assert len(builds.built) == 3  # the restorer's batch changed; the estimator engine is reused
+
+
+def test_profile_switch_error_names_tensorrts_reason_with_a_stand_in(
+    fake_trt: FakeTensorRT, toy: Path, tmp_path: Path
+) -> None:
+    """Stand-in TensorRT (no GPU here) whose set_optimization_profile_async raises, as the real bindings do."""
+    small = ShapeRange((1, 3, 8, 8), (1, 3, 16, 16), (1, 3, 16, 16))
+    large = ShapeRange((1, 3, 17, 17), (1, 3, 32, 32), (1, 3, 32, 32))
+    for split in contract.split_paths(toy):
+        split.unlink()
+    engine = tmp_path / "toy.engine"
+    write_fake_engine(toy, engine, BuildSettings(profiles=(small, large)))
+    backend = trtb.load(engine)
+    assert backend.forward(np.zeros((1, 3, 16, 16), np.float32)).shape == (1, 3, 64, 64)
+    fake_trt.profile_error = "profile 1 is in use by another execution context"
+    with pytest.raises(RuntimeError, match="cannot select profile 1: profile 1 is in use by another execution context"):
+        backend.forward(np.zeros((1, 3, 24, 24), np.float32))
+
+
+def test_engines_are_built_on_the_device_asked_for_with_a_stand_in(
+    fake_trt: FakeTensorRT, toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stand-in TensorRT and CUDA (no GPU here): two GPUs; an engine is built and tuned on the current device."""
+    from lightbsr import cuda
+
+    gpus = {0: GpuInfo("NVIDIA A100-SXM4-80GB", "8.0"), 1: H100}
+    current = {"device": 0}
+    monkeypatch.setattr(loader, "detect_gpu", lambda index=0: gpus.get(index))
+    monkeypatch.setattr(cuda, "select_device", lambda index: current.update(device=index))
+
+    def build_here(onnx_path: Path, engine: Path, settings: BuildSettings) -> EngineSidecar:
+        return write_fake_engine(onnx_path, engine, settings, gpu=gpus[current["device"]])
+
+    backend = trtb.load(toy, device="cuda:1", engine_cache=tmp_path / "cache", builder=build_here)
+    assert backend.gpu == H100 and backend.device == "cuda:1"
+    assert {engine.sidecar.gpu_name for engine in backend.engines} == {H100.name}

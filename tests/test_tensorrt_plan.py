@@ -114,3 +114,13 @@ def test_every_combination_is_either_refused_or_consistent(version: str) -> None
             assert plan.network_flags == (("STRONGLY_TYPED",) if plan.strongly_typed else ())
         if settings.fp16 and plan.precision == "fp32":
             pytest.fail(f"--fp16 silently dropped: {settings} {precision} → {plan}")
+
+
+def test_a_bare_major_version_is_its_oldest_release() -> None:
+    """JetPack 6 ships trtexec 10.3, which has no sameComputeCapability: "10" must not promise it."""
+    with pytest.raises(ConfigError, match="--trt-version"):
+        plan_build("10", BuildSettings(hardware_compatibility="same-cc"), "fp32")
+    assert plan_build("10.9", BuildSettings(hardware_compatibility="same-cc"), "fp32").hardware_level == (
+        "SAME_COMPUTE_CAPABILITY"
+    )
+    assert plan_build("11", BuildSettings(hardware_compatibility="same-cc"), "fp32").trt_major == 11

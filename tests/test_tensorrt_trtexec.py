@@ -86,7 +86,9 @@ def test_every_builder_flag(graphs: dict[str, Path], capsys: pytest.CaptureFixtu
     assert "--builderOptimizationLevel=5" in argv
     assert "--versionCompatible" in argv
     assert "--hardwareCompatibilityLevel=ampere+" in argv
-    same_cc = print_trtexec(capsys, graphs["lightbsr_full"], "--hardware-compatibility", "same-cc")
+    same_cc = print_trtexec(
+        capsys, graphs["lightbsr_full"], "--hardware-compatibility", "same-cc", "--trt-version", "10.9"
+    )
     assert "--hardwareCompatibilityLevel=sameComputeCapability" in same_cc
 
 

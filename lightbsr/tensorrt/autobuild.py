@@ -9,6 +9,7 @@ given an ``.onnx`` model.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -108,10 +109,10 @@ def check_precision(requested: str | None, actual: str, what: str) -> None:
     )
 
 
-def _default_builder(onnx: Path, engine: Path, settings: BuildSettings) -> EngineSidecar:
+def _default_builder(onnx: Path, engine: Path, settings: BuildSettings, device: int = 0) -> EngineSidecar:
     from lightbsr.tensorrt.builder import build_engine
 
-    return build_engine(onnx, engine, settings)
+    return build_engine(onnx, engine, settings, device=device)
 
 
 def build_or_reuse(
@@ -125,11 +126,13 @@ def build_or_reuse(
     builder: BuildFunction | None = None,
     report: Callable[[str], None] | None = None,
     precision: str | None = None,
+    device: int = 0,
 ) -> tuple[dict[str, Path], list[Path]]:
     """Engines for an ONNX model's split graphs (else its full graph), from ``cache``, built where missing.
 
     Returns ({graph: engine path}, engines built by this call). ``builder`` builds one
-    engine (default: :func:`lightbsr.tensorrt.builder.build_engine`); ``report`` gets
+    engine (default: :func:`lightbsr.tensorrt.builder.build_engine` on CUDA device ``device``, which
+    ``gpu`` describes; the caller has made it current); ``report`` gets
     the message shown before each (slow) build. A flag the installed TensorRT cannot honour
     (``fp16`` on TensorRT 11 with an fp32 ONNX) is a ConfigError before anything is built.
     """
@@ -142,7 +145,7 @@ def build_or_reuse(
     from lightbsr.tensorrt.plan import plan_build
 
     graphs = contract.resolve_graphs(onnx_path).present()
-    build = builder or _default_builder
+    build = builder or functools.partial(_default_builder, device=device)
     say = report or (lambda text: print(f"lightbsr: {text}", file=sys.stderr, flush=True))
     built: list[Path] = []
     engines: dict[str, Path] = {}

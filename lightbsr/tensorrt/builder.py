@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightbsr import cuda
 from lightbsr.errors import EngineBuildError, ModelFileError
 from lightbsr.files import atomic_output, sha256_file
 
@@ -64,12 +65,13 @@ def _progress_monitor() -> trt.IProgressMonitor:
     return Monitor()
 
 
-def _parse_onnx(network: trt.INetworkDefinition, logger: trt.ILogger, onnx_path: Path) -> None:
+def _parse_onnx(network: trt.INetworkDefinition, logger: trt.ILogger, onnx_path: Path) -> trt.OnnxParser:
+    """Parse the ONNX into ``network``; the parser is returned because it owns the weights the network points to."""
     import tensorrt as trt
 
     parser = trt.OnnxParser(network, logger)
     if parser.parse_from_file(str(onnx_path)):
-        return
+        return parser
     problems = []
     for index in range(parser.num_errors):
         error = parser.get_error(index)
@@ -86,11 +88,13 @@ def build_engine(
     timing_cache: str | os.PathLike[str] | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    device: int = 0,
 ) -> EngineSidecar:
-    """Build ``engine_path`` (and its sidecar) from ``onnx_path``; return the sidecar.
+    """Build ``engine_path`` (and its sidecar) from ``onnx_path`` on CUDA device ``device``; return the sidecar.
 
     ``report`` receives the notes of the plan (flags ignored and why). Nothing is
     written unless the build succeeds; the timing cache is read and updated in place.
+    The device is made current first: TensorRT builds and tunes on the current device.
     """
     version = require_tensorrt(full=True, missing=NOT_INSTALLED).version
     import tensorrt as trt
@@ -98,7 +102,8 @@ def build_engine(
     info = read_onnx_info(onnx_path)
     plan = plan_build(version, settings, info.precision, info.uint8_qdq)
     profiles = tuple(derive_profile(lr, info.inputs, info.scale) for lr in settings.profiles)
-    gpu = require_gpu(missing=NO_GPU)
+    gpu = require_gpu(device, missing=NO_GPU if device == 0 else f"no CUDA device {device}")
+    cuda.select_device(device)
     for note in plan.notes:
         (report or (lambda text: print(f"lightbsr: note: {text}", file=sys.stderr)))(note)
 
@@ -109,7 +114,7 @@ def build_engine(
     for name in plan.network_flags:
         network_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(network_flags)
-    _parse_onnx(network, logger, info.path)
+    parser = _parse_onnx(network, logger, info.path)  # alive until the engine is serialized (it owns the weights)
 
     config = builder.create_builder_config()
     for name in plan.builder_flags:
@@ -132,6 +137,7 @@ def build_engine(
         config.progress_monitor = _progress_monitor()
 
     serialized = builder.build_serialized_network(network, config)
+    del parser, network  # only now may the weights go
     if serialized is None:
         raise EngineBuildError(f"TensorRT could not build {engine_path}: {last_error.text or 'no reason given'}")
     with atomic_output(engine_path) as tmp:

@@ -39,9 +39,9 @@ class BuildPlan:
 
 
 def _supports_same_cc(version: tuple[int, ...]) -> bool:
-    # a bare major version ("10") means its newest release
+    # a bare major version ("10") means its oldest release: JetPack 6's trtexec is 10.3
     major, minor = SAME_CC_SINCE
-    return version[0] > major or (version[0] == major and (len(version) < 2 or version[1] >= minor))
+    return version[0] > major or (version[0] == major and len(version) > 1 and version[1] >= minor)
 
 
 def plan_build(
@@ -64,6 +64,11 @@ def plan_build(
             "quantize again with `lightbsr quantize --int8`"
         )
     if settings.hardware_compatibility == "same-cc" and not _supports_same_cc(version):
+        if len(version) < 2:
+            raise ConfigError(
+                f"--hardware-compatibility same-cc needs TensorRT 10.9 or newer, and TensorRT {tensorrt_version} may "
+                "be older (JetPack 6 ships 10.3): give the exact version with --trt-version, or use ampere+ or none"
+            )
         raise ConfigError(
             f"--hardware-compatibility same-cc needs TensorRT 10.9 or newer (this is {tensorrt_version}); "
             "use ampere+ or none"
