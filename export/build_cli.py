@@ -35,7 +35,7 @@ equivalent trtexec command instead of building."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.cli import add_command
+    from lightbsr.argparsing import add_command
 
     unset = argparse.SUPPRESS  # optional values without a default: absent from args, no "(default: None)" in --help
     p = add_command(subparsers, "build", "ONNX → TensorRT engine with a compatibility sidecar", DESCRIPTION)

@@ -50,7 +50,7 @@ MODEL_SUFFIXES: dict[str, str] = {
 BUILDS_FROM: dict[str, tuple[str, ...]] = {"tensorrt": (".onnx",)}
 """Backends that also take another kind of model file, converted when loaded (TensorRT builds engines from ONNX)."""
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+COMPUTE_PRECISIONS = ("fp32", "fp16", "bf16")
 """What a backend may be asked to compute in (``--fp16``/``--bf16``); engine precisions are another set."""
 
 
@@ -192,8 +192,8 @@ def load_backend(
     (image sizes, tiling); a backend that compiles for fixed sizes sizes itself from it.
     """
     name = choose_backend(name, model_path)
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision is not None and precision not in COMPUTE_PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(COMPUTE_PRECISIONS)}")
     path = Path(model_path)
     graphs = contract.resolve_graphs(path)
     if not path.exists() and not (path.suffix.lower() != ".safetensors" and graphs.split):

@@ -68,7 +68,7 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.cli import add_command
+    from lightbsr.argparsing import add_command
 
     p = add_command(subparsers, "upscale", "upscale images ×4 (files or folders)", DESCRIPTION)
     p.argument_default = argparse.SUPPRESS

@@ -2,15 +2,20 @@
 
 Models
     ``model.engine`` (or ``.plan``): the split engines ``model.estimator.engine`` and
-    ``model.restorer.engine`` beside it are used when both exist (names from
-    :func:`lightbsr.contract.split_paths`, as ``lightbsr build model.estimator.onnx`` writes
+    ``model.restorer.engine`` beside it are used when both exist (found by
+    :func:`lightbsr.contract.resolve_graphs`, as ``lightbsr build model.estimator.onnx`` names
     them) — which the shared-IDR tiling needs — else ``model.engine`` alone (the full
     graph: whole-image or per-tile estimates only, ``can_split`` is False). Passing a
     split engine's own path works too. ``model.onnx``: its split graphs (else the full
     graph) are built into engines in the engine cache (:class:`lightbsr.tensorrt.engine.EngineCache`,
     ``engine_cache``; default ``$LIGHTBSR_CACHE`` or ``~/.cache/lightbsr/engines``), keyed
     by the ONNX hash, TensorRT version, GPU and build settings, and reused from there;
-    the first build prints a message and can take minutes.
+    the first build prints a message and can take minutes (:mod:`lightbsr.tensorrt.autobuild`).
+    Building and loading happen on the CUDA device asked for, made current first.
+
+This module keeps execution only; the engine itself (sidecar, checks, cache, builder, the
+TensorRT import probe, logger and loader) is :mod:`lightbsr.tensorrt`, device memory is
+:mod:`lightbsr.runtime.device_buffers`.
 
 Checks
     Every engine's JSON sidecar (``model.engine.json``) is checked against this machine
@@ -26,7 +31,8 @@ Shapes
     profiles; a call outside them is a :class:`~lightbsr.errors.ConfigError` naming the
     allowed range. Batches larger than the profiles allow are run in chunks, and
     :attr:`TensorRTBackend.max_input_size` tells the tiler the largest tile that fits.
-    Engines built from an ONNX get one profile per graph from :class:`EngineShapes`:
+    Engines built from an ONNX get one profile per graph from :class:`EngineShapes`, sized from
+    the run's :class:`~lightbsr.runtime.backend.Workload` (:func:`shapes_for`):
     restorer (and full graph) ``lr`` min ``1×3×8×8``, opt = max = ``tile_batch×3×tile×tile``;
     estimator with a shared estimate ``1×3×S×S`` (S: the longest image side, rounded up to a
     power of two so that similar runs share cached engines), else as the restorer.

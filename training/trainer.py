@@ -1,7 +1,7 @@
 """The training loop: schedule, stages, AMP, DDP, logs, validation, checkpoints and exact resume.
 
 ``train(TrainConfig(...))`` runs one teacher or student training of the papers' protocol
-(MODELS.md), measured in iterations rather than epochs:
+(docs/models.md), measured in iterations rather than epochs:
 
 * **Stages.** Iterations ``[0, stage1)`` are stage 1 (estimator pre-training /
   distillation only), the rest stage 2 (whole network). By default ``stage1 =

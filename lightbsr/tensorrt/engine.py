@@ -44,7 +44,8 @@ CACHE_ENV = "LIGHTBSR_CACHE"
 INPUT_DRP = "drp"
 INPUT_HR = "hr"
 
-PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+"""What an engine computes in (its sidecar's precision): the lowest precision its kernels may use."""
 HARDWARE_COMPATIBILITY = ("none", "ampere+", "same-cc")
 
 Shape = tuple[int, ...]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lightbsr.errors import ConfigError
-from lightbsr.tensorrt.engine import BuildSettings, parse_version
+from lightbsr.tensorrt.engine import ENGINE_PRECISIONS, BuildSettings, parse_version
 
 # HardwareCompatibilityLevel members by --hardware-compatibility value, and trtexec's names for them
 HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
@@ -56,7 +56,7 @@ def plan_build(
     major = version[0]
     if major < 10:
         raise ConfigError(f"TensorRT {tensorrt_version} is not supported: lightbsr builds with TensorRT 10 or 11")
-    if onnx_precision not in ("fp32", "fp16", "int8"):
+    if onnx_precision not in ENGINE_PRECISIONS:
         raise ConfigError(f"unknown ONNX precision {onnx_precision!r}")
     if uint8_qdq:
         raise ConfigError(
