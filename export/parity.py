@@ -64,7 +64,9 @@ class Runner:
 def load_runner(path: str | os.PathLike[str]) -> Runner:
     """An ONNX file (ONNX Runtime, CPU) or a lightbsr checkpoint (PyTorch, CPU) as a :class:`Runner`."""
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
+    from lightbsr.runtime.backend import model_kind
+
+    if model_kind(path) == "onnxruntime":
         model = load_onnx(path)
         meta = require_lightbsr_model(model, path)
         if graph_inputs(model) != [contract.INPUT_LR] or meta.get(contract.META_GRAPH) != contract.GRAPH_FULL:

@@ -155,6 +155,11 @@ class Backend(abc.ABC):
         }
 
 
+def model_kind(model_path: str | os.PathLike[str]) -> str | None:
+    """The backend a model file's suffix says runs it (:data:`MODEL_SUFFIXES`), or None for another suffix."""
+    return MODEL_SUFFIXES.get(Path(model_path).suffix.lower())
+
+
 def choose_backend(name: str, model_path: str | os.PathLike[str]) -> str:
     """The backend that runs ``model_path``: ``name``, or for ``"auto"`` the one its suffix says.
 
@@ -162,10 +167,10 @@ def choose_backend(name: str, model_path: str | os.PathLike[str]) -> str:
     cannot run that kind of file, or an unknown kind, is a ConfigError.
     """
     suffix = Path(model_path).suffix.lower()
-    if suffix not in MODEL_SUFFIXES:
+    expected = model_kind(model_path)
+    if expected is None:
         known = ", ".join(f"{s} ({b})" for s, b in MODEL_SUFFIXES.items())
         raise ConfigError(f"{model_path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
-    expected = MODEL_SUFFIXES[suffix]
     if name == "auto":
         return expected
     if name not in BACKENDS:
@@ -196,7 +201,7 @@ def load_backend(
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(COMPUTE_PRECISIONS)}")
     path = Path(model_path)
     graphs = contract.resolve_graphs(path)
-    if not path.exists() and not (path.suffix.lower() != ".safetensors" and graphs.split):
+    if not path.exists() and not (name != "torch" and graphs.split):
         raise ModelFileError(f"{path}: no such model file")
     module = _backend_module(name)
     backend: Backend = module.load(path, device=device, precision=precision, workload=workload, **options)

@@ -69,7 +69,7 @@ import numpy as np
 
 from lightbsr import contract, cuda
 from lightbsr.errors import ConfigError, ModelFileError, first_line
-from lightbsr.runtime.backend import IDR, Backend, Workload
+from lightbsr.runtime.backend import IDR, Backend, Workload, model_kind
 from lightbsr.runtime.device_buffers import DeviceBuffers, open_buffers
 from lightbsr.tensorrt.autobuild import EngineShapes, build_or_reuse, check_precision, engine_shapes
 from lightbsr.tensorrt.engine import BuildFunction, EngineCache, EngineSidecar, Shape, ShapeRange, format_shape
@@ -389,7 +389,7 @@ def load(
     if precision == "bf16":
         raise ConfigError("the tensorrt backend does not run bf16; use fp32/fp16 engines, or the torch backend")
     path = Path(model_path)
-    from_onnx = path.suffix.lower() == ".onnx"
+    from_onnx = model_kind(path) == "onnxruntime"  # an ONNX model: engines built from it
     if not from_onnx and (engine_cache is not None or engine_shapes is not None or builder is not None):
         raise ConfigError("the engine cache, engine shapes and builder apply to ONNX models, not to prebuilt engines")
     device_index = parse_device(device)

@@ -14,7 +14,7 @@ import torch
 from lightbsr.benchmarks import latency as lat
 from lightbsr.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from export_fixtures import single_torch_thread, tiny_lightbsr
 from runtime_models import export_onnx

@@ -18,9 +18,9 @@ from runtime_models import export_onnx, reference_student, save_reference_checkp
 from torch import nn
 
 from lightbsr import contract
+from lightbsr.benchmarks.consistency import psnr
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
 from lightbsr.runtime import Upscaler, onnxruntime_backend
-from lightbsr.runtime.consistency import psnr
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCH = "lightbsr_student_x4"
@@ -213,7 +213,7 @@ def test_allocation_failures_count_as_out_of_memory(ort_upscaler: Upscaler) -> N
 
 
 def test_consistency_figures_script_runs(exported: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
-    from lightbsr.runtime import consistency
+    from lightbsr.benchmarks import consistency
 
     out = tmp_path / "figures.json"
     args = ["--checkpoint", str(exported["checkpoint"]), "--onnx", str(exported["onnx"])]

@@ -31,12 +31,12 @@ import pytest
 from runtime_tensorrt_graphs import expected_sr, write_toy_model
 
 from lightbsr import contract
+from lightbsr.benchmarks.consistency import psnr
 from lightbsr.cli import main
 from lightbsr.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ModelFileError
 from lightbsr.files import sha256_file
 from lightbsr.runtime import Upscaler, device_buffers
 from lightbsr.runtime import tensorrt_backend as trtb
-from lightbsr.runtime.consistency import psnr
 from lightbsr.tensorrt import autobuild, loader
 from lightbsr.tensorrt.engine import (
     BuildSettings,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from lightbsr import contract
+from lightbsr.benchmarks.consistency import psnr
 from lightbsr.cuda import import_cudart
 from lightbsr.runtime import Upscaler, device_buffers
 from lightbsr.runtime import tensorrt_backend as trtb
-from lightbsr.runtime.consistency import psnr
 from lightbsr.tensorrt import loader
 from lightbsr.tensorrt.engine import detect_gpu, sidecar_path
 

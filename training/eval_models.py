@@ -51,7 +51,9 @@ def load_eval_model(spec: str, scale: int, setting: int, device: torch.device) -
         raise ModelFileError(
             f"{spec}: no such model file (expected a .safetensors checkpoint, an .onnx file, 'bicubic' or 'default')"
         )
-    if path.suffix.lower() == ".onnx":
+    from lightbsr.runtime.backend import model_kind
+
+    if model_kind(path) == "onnxruntime":
         return _onnx_model(path, scale)
     return _checkpoint_model(path, scale, device, spec)
 
