@@ -465,13 +465,11 @@ def environment(threads: int, device: str) -> dict[str, Any]:
 
         info["onnxruntime"] = onnxruntime.__version__
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    with contextlib.suppress(ImportError, OSError):
-        import tensorrt  # type: ignore[import-not-found]
+    from lightbsr.tensorrt.loader import import_tensorrt  # the one probe (tensorrt-stubs alone is not TensorRT)
 
-        # tensorrt-stubs alone leaves a bare `tensorrt` folder that imports as an empty namespace package
-        version = getattr(tensorrt, "__version__", None)
-        if isinstance(version, str):
-            info["tensorrt"] = version
+    found = import_tensorrt()
+    if found is not None:
+        info["tensorrt"] = found.version if found.name == "tensorrt" else f"{found.name} {found.version}"
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda

@@ -119,10 +119,10 @@ def sibling_graphs(path: str | os.PathLike[str]) -> dict[str, Path]:
     main = require_lightbsr_model(load_onnx(path, load_weights=False), path)
     if main.get(contract.META_PRECISION, "fp32") != "fp32":
         raise ModelFileError(f"{path}: already a {main[contract.META_PRECISION]} model; convert the fp32 export")
-    estimator, restorer = contract.split_paths(path)
-    if not (estimator.is_file() and restorer.is_file()):
+    files = contract.resolve_graphs(path)
+    if files.full != path or not files.split:
         return graphs
-    for graph, sibling in ((contract.GRAPH_ESTIMATOR, estimator), (contract.GRAPH_RESTORER, restorer)):
+    for graph, sibling in ((contract.GRAPH_ESTIMATOR, files.estimator), (contract.GRAPH_RESTORER, files.restorer)):
         meta = require_lightbsr_model(load_onnx(sibling, load_weights=False), sibling)
         same = all(meta.get(k) == main.get(k) for k in (contract.META_ARCH, contract.META_SOURCE_SHA256))
         if not same or meta.get(contract.META_GRAPH) != graph or meta.get(contract.META_PRECISION) != "fp32":
