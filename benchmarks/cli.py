@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lightbsr.cli import add_command
+from lightbsr.argparsing import add_command
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "examples" / "Set5" / "baby.png"
 CPU_SIZES = ["64", "128"]

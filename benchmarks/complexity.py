@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lightbsr.errors import ConfigError, ModelFileError
+from lightbsr.errors import ConfigError, ModelFileError, first_line
 
 PAPERS_LR_SIZE = 256
 """The LR side at which the papers quote their "GFLOPs" (MACs)."""
@@ -103,7 +103,7 @@ def count_onnx(path: str | os.PathLike[str], height: int, width: int | None = No
     try:
         model = onnx.load(str(path))
     except Exception as err:  # onnx raises DecodeError / OSError subclasses
-        raise ModelFileError(f"{path}: not a readable ONNX file ({_first_line(err)})") from err
+        raise ModelFileError(f"{path}: not a readable ONNX file ({first_line(err)})") from err
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
@@ -171,7 +171,7 @@ def _infer_shapes(model: Any, path: Path) -> Any:
     try:
         return shape_inference.infer_shapes(model, data_prop=True)
     except Exception as err:
-        raise ModelFileError(f"{path}: ONNX shape inference failed ({_first_line(err)})") from err
+        raise ModelFileError(f"{path}: ONNX shape inference failed ({first_line(err)})") from err
 
 
 def _node_macs(node: Any, shapes: dict[str, list[int]]) -> int:
@@ -201,8 +201,3 @@ def _check_size(height: int, width: int, batch: int) -> None:
 def _require_student(role: str, arch: str) -> None:
     if role != "student":
         raise ConfigError(f"{arch}: complexity and latency are measured for students (a teacher needs its DRP/HR)")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

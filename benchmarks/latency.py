@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lightbsr.errors import BackendUnavailableError, ConfigError
+from lightbsr.errors import BackendUnavailableError, ConfigError, first_line
 from lightbsr.hardware import cpu_isa, cpu_name
 
 REFERENCE = "torch-fp32"
@@ -207,7 +207,7 @@ def _torch_prepare(model: Any, device: str, dtype: Any, compiled: bool) -> Calla
                 # on CUDA: CUDA graphs (one launch per forward, no autotuning: minutes saved); on the CPU: inductor
                 fn = torch.compile(net, mode="reduce-overhead" if device.startswith("cuda") else None)
             except Exception as err:  # no compiler toolchain, unsupported platform
-                raise BackendUnavailableError(f"torch.compile failed: {_first_line(err)}") from err
+                raise BackendUnavailableError(f"torch.compile failed: {first_line(err)}") from err
         device_type = "cuda" if device.startswith("cuda") else "cpu"
 
         last: dict[str, Any] = {}
@@ -267,27 +267,16 @@ def onnx_precision(path: str | os.PathLike[str]) -> str:
 
 def _ort_prepare(path: Path, kind: str, precision: str, threads: int) -> Callable[[], Runner]:
     def prepare() -> Runner:
-        import onnxruntime as ort
+        from lightbsr.runtime import load_backend
 
-        from lightbsr import contract
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         providers: list[Any] = [ORT_PROVIDERS[kind]]
         if kind == "ort-trt":
             providers = [
                 (ORT_PROVIDERS[kind], {"trt_fp16_enable": precision != "fp32", "trt_int8_enable": precision == "int8"}),
                 "CUDAExecutionProvider",
             ]
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
-
-        def run(lr: np.ndarray) -> Any:
-            return session.run([contract.OUTPUT_SR], {contract.INPUT_LR: lr.astype(dtype, copy=False)})[0]
-
-        return run
+        backend = load_backend("onnxruntime", path, providers=providers, threads=threads or None, split=False)
+        return backend.forward
 
     return prepare
 
@@ -430,7 +419,7 @@ def measure(
                 cuda=target.device.startswith("cuda") and target.torch_target,
             )
         except Exception as err:  # a backend that fails is reported, not fatal (except the reference)
-            row.status, row.reason = "failed", _first_line(err)
+            row.status, row.reason = "failed", first_line(err)
             if target.name == REFERENCE:
                 raise
             rows.append(row)
@@ -481,13 +470,11 @@ def environment(threads: int, device: str) -> dict[str, Any]:
 
         info["onnxruntime"] = onnxruntime.__version__
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    with contextlib.suppress(ImportError, OSError):
-        import tensorrt  # type: ignore[import-not-found]
+    from lightbsr.tensorrt.loader import import_tensorrt  # the one probe (tensorrt-stubs alone is not TensorRT)
 
-        # tensorrt-stubs alone leaves a bare `tensorrt` folder that imports as an empty namespace package
-        version = getattr(tensorrt, "__version__", None)
-        if isinstance(version, str):
-            info["tensorrt"] = version
+    found = import_tensorrt()
+    if found is not None:
+        info["tensorrt"] = found.version if found.name == "tensorrt" else f"{found.name} {found.version}"
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
@@ -495,8 +482,3 @@ def environment(threads: int, device: str) -> dict[str, Any]:
 
     info["lightbsr"] = __version__
     return info
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

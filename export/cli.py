@@ -71,7 +71,7 @@ Example: lightbsr compare model.onnx model.int8.onnx --images Set5/ --degrade-si
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.cli import add_command
+    from lightbsr.argparsing import add_command
 
     p = add_command(subparsers, "export", "lightbsr checkpoint → ONNX (dynamic shapes, split graphs)", EXPORT_HELP)
     p.add_argument("checkpoint", help="lightbsr checkpoint (.safetensors; convert authors' files with `convert`)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from lightbsr import contract
-from lightbsr.errors import ModelFileError
+from lightbsr.errors import ModelFileError, first_line
 
 __all__ = [
     "graph_inputs",
@@ -33,7 +33,7 @@ def load_onnx(path: str | os.PathLike[str], *, load_weights: bool = True) -> onn
     try:
         model = onnx.load(str(path), load_external_data=load_weights)
     except Exception as err:  # protobuf raises DecodeError, onnx raises ValueError/OSError for external data
-        raise ModelFileError(f"{path}: not a readable ONNX model ({_first_line(err)})") from err
+        raise ModelFileError(f"{path}: not a readable ONNX model ({first_line(err)})") from err
     if not model.graph.node or not model.graph.output:
         raise ModelFileError(f"{path}: not an ONNX model (no graph)")
     return model
@@ -76,8 +76,3 @@ def require_lightbsr_model(model: onnx.ModelProto, path: str | os.PathLike[str])
     if missing:
         raise ModelFileError(f"{path}: not a lightbsr ONNX model (no {', '.join(missing)} in its metadata)")
     return meta
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

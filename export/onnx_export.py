@@ -47,11 +47,10 @@ from tqdm import tqdm
 from lightbsr import contract
 from lightbsr._version import __version__
 from lightbsr.checkpoint import load_checkpoint
-from lightbsr.errors import CheckpointError, ConfigError, ModelFileError
+from lightbsr.errors import CheckpointError, ConfigError, ModelFileError, first_line
 from lightbsr.files import atomic_output, sha256_file
 from lightbsr.models import KDSRTeacher, LightBSRTeacher, ModelConfig
 
-from ._ort import ort_session, run
 from .metadata import graph_inputs, set_metadata
 
 __all__ = [
@@ -270,7 +269,7 @@ def _check(model: onnx.ModelProto, what: str) -> None:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise ModelFileError(f"exported {what} graph fails the ONNX checker: {str(err).splitlines()[0]}") from err
+        raise ModelFileError(f"exported {what} graph fails the ONNX checker: {first_line(err)}") from err
 
 
 def _require_dynamic(model: onnx.ModelProto, what: str) -> None:
@@ -290,6 +289,11 @@ def _relative(ours: np.ndarray, ref: np.ndarray) -> float:
 
 def _verify(model: nn.Module, config: ModelConfig, graphs: dict[str, onnx.ModelProto]) -> dict[str, float]:
     """ORT vs PyTorch at another batch and size than the trace; split composition vs full."""
+    from lightbsr.runtime.onnxruntime_backend import run, session
+
+    def ort_session(graph: onnx.ModelProto) -> Any:
+        return session(graph.SerializeToString())
+
     batch, height, width = VERIFY_SIZE
     feeds_t = sample_inputs(model, config, batch, height, width, seed=1)
     with torch.no_grad():

@@ -41,7 +41,6 @@ from lightbsr.errors import CheckpointError, ConfigError, DatasetError, InputIma
 from lightbsr.evaluation import list_images, read_image_rgb8
 from lightbsr.metrics import psnr_y_per_image
 
-from ._ort import ort_session, run
 from .metadata import graph_inputs, load_onnx, require_lightbsr_model
 
 __all__ = ["CompareResult", "ImageDiff", "Runner", "compare", "load_runner"]
@@ -65,19 +64,23 @@ class Runner:
 def load_runner(path: str | os.PathLike[str]) -> Runner:
     """An ONNX file (ONNX Runtime, CPU) or a lightbsr checkpoint (PyTorch, CPU) as a :class:`Runner`."""
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
+    from lightbsr.runtime.backend import model_kind
+
+    if model_kind(path) == "onnxruntime":
         model = load_onnx(path)
         meta = require_lightbsr_model(model, path)
         if graph_inputs(model) != [contract.INPUT_LR] or meta.get(contract.META_GRAPH) != contract.GRAPH_FULL:
             raise ConfigError(f"{path}: compare needs a full student graph (input lr only), got {graph_inputs(model)}")
-        session = ort_session(model)
+        from lightbsr.runtime import load_backend
+
+        backend = load_backend("onnxruntime", path, device="cpu", split=False)
         return Runner(
             path,
             "onnx",
             meta[contract.META_ARCH],
-            int(meta[contract.META_SCALE]),
+            backend.scale,
             meta.get(contract.META_PRECISION, "fp32"),
-            lambda lr: run(session, {contract.INPUT_LR: lr})[0],
+            backend.forward,
         )
     torch_model, config = load_checkpoint(path)
     if config.role != "student":

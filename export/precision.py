@@ -45,12 +45,12 @@ from tqdm import tqdm
 
 from lightbsr import contract
 from lightbsr.degradation import degrade, random_kernels
-from lightbsr.errors import BackendUnavailableError, ConfigError, DatasetError, ModelFileError
+from lightbsr.errors import BackendUnavailableError, ConfigError, DatasetError, ModelFileError, first_line
 from lightbsr.evaluation import list_images, read_image_rgb8
 from lightbsr.files import sha256_file
 from lightbsr.metrics import psnr_y_per_image
+from lightbsr.runtime.onnxruntime_backend import run, session
 
-from ._ort import ort_session, run
 from .int8_search import float_nodes, search
 from .metadata import graph_inputs, load_onnx, require_lightbsr_model, set_metadata
 from .onnx_export import GraphFile, cut_graph, write_graphs
@@ -123,10 +123,10 @@ def sibling_graphs(path: str | os.PathLike[str]) -> dict[str, Path]:
     main = require_lightbsr_model(load_onnx(path, load_weights=False), path)
     if main.get(contract.META_PRECISION, "fp32") != "fp32":
         raise ModelFileError(f"{path}: already a {main[contract.META_PRECISION]} model; convert the fp32 export")
-    estimator, restorer = contract.split_paths(path)
-    if not (estimator.is_file() and restorer.is_file()):
+    files = contract.resolve_graphs(path)
+    if files.full != path or not files.split:
         return graphs
-    for graph, sibling in ((contract.GRAPH_ESTIMATOR, estimator), (contract.GRAPH_RESTORER, restorer)):
+    for graph, sibling in ((contract.GRAPH_ESTIMATOR, files.estimator), (contract.GRAPH_RESTORER, files.restorer)):
         meta = require_lightbsr_model(load_onnx(sibling, load_weights=False), sibling)
         same = all(meta.get(k) == main.get(k) for k in (contract.META_ARCH, contract.META_SOURCE_SHA256))
         if not same or meta.get(contract.META_GRAPH) != graph or meta.get(contract.META_PRECISION) != "fp32":
@@ -167,7 +167,7 @@ def _check(model: onnx.ModelProto, what: str) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as err:
-        raise ModelFileError(f"converted {what} graph fails the ONNX checker: {str(err).splitlines()[0]}") from err
+        raise ModelFileError(f"converted {what} graph fails the ONNX checker: {first_line(err)}") from err
 
 
 # --------------------------------------------------------------------------- FP16
@@ -347,6 +347,10 @@ def boundary_nodes(model: onnx.ModelProto, image_input: str = contract.INPUT_LR)
     return list(dict.fromkeys(found))
 
 
+def _session(model: onnx.ModelProto, optimize: bool = True) -> Any:
+    return session(model.SerializeToString(), optimize=optimize)
+
+
 class _HeldOut:
     """The quality measures of the INT8 search, on held-out (LR, HR) crops against the FP32 model.
 
@@ -362,25 +366,25 @@ class _HeldOut:
         self.pairs, self.scale = pairs, scale
         side = self.SENSITIVITY_SIZE
         self.small = [lr[None, :, :side, :side] for lr, _ in pairs[: self.SENSITIVITY_CROPS]]
-        session = ort_session(fp32)
-        self.reference = self._psnr(session)
-        self.small_reference = [run(session, {contract.INPUT_LR: lr})[0] for lr in self.small]
+        reference = _session(fp32)
+        self.reference = self._psnr(reference)
+        self.small_reference = [run(reference, {contract.INPUT_LR: lr})[0] for lr in self.small]
 
-    def _psnr(self, session: object) -> float:
+    def _psnr(self, candidate: object) -> float:
         scores = []
         for lr, hr in self.pairs:
-            (sr,) = run(session, {contract.INPUT_LR: lr[None]})
+            (sr,) = run(candidate, {contract.INPUT_LR: lr[None]})  # type: ignore[arg-type]
             sr8 = torch.from_numpy(sr).clamp(0.0, 1.0).mul(255.0).round().div(255.0)
             scores.append(float(psnr_y_per_image(sr8, torch.from_numpy(hr[None]), shave=self.scale)[0]))
         return float(np.mean(scores))
 
     def drop(self, candidate: onnx.ModelProto) -> float:
-        return self.reference - self._psnr(ort_session(candidate))
+        return self.reference - self._psnr(_session(candidate))
 
     def noise(self, candidate: onnx.ModelProto) -> float:
-        session = ort_session(candidate, optimize=False)  # hundreds of sessions: skip graph optimisation
+        quick = _session(candidate, optimize=False)  # hundreds of sessions: skip graph optimisation
         errors = [
-            float(np.mean((run(session, {contract.INPUT_LR: lr})[0] - ref) ** 2))
+            float(np.mean((run(quick, {contract.INPUT_LR: lr})[0] - ref) ** 2))
             for lr, ref in zip(self.small, self.small_reference, strict=True)
         ]
         return float(np.mean(errors))
@@ -528,7 +532,7 @@ def quantize_int8(
                 )
                 bar.update(1)
         except (ValueError, RuntimeError) as err:
-            raise ModelFileError(f"{model_path}: INT8 quantization failed ({str(err).splitlines()[0]})") from err
+            raise ModelFileError(f"{model_path}: INT8 quantization failed ({first_line(err)})") from err
         quantized = onnx.load(str(quantized_path))
     quantized.ir_version = model.ir_version
     if max_drop is not None:

@@ -29,7 +29,6 @@ import numpy as np
 
 from lightbsr.files import atomic_output
 
-from ._ort import ort_session, run
 from .onnx_export import export_onnx
 from .parity import compare, load_runner
 from .precision import quantize_fp16, quantize_int8
@@ -37,13 +36,15 @@ from .precision import quantize_fp16, quantize_int8
 
 def latency(path: Path, size: int = 64, repeats: int = 5) -> float:
     """Median ONNX Runtime (CPU) seconds for one 1×3×size×size input, after one warm-up run."""
-    session = ort_session(path)
+    from lightbsr.runtime import load_backend
+
+    backend = load_backend("onnxruntime", path, device="cpu", split=False)
     lr = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    run(session, {"lr": lr})
+    backend.forward(lr)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run(session, {"lr": lr})
+        backend.forward(lr)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lightbsr._version import __version__
-from lightbsr.errors import CheckpointError, ConfigError
+from lightbsr.errors import CheckpointError, ConfigError, first_line
 from lightbsr.files import atomic_output, sha256_file
 from lightbsr.models import (
     ModelConfig,
@@ -62,7 +62,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)})") from err
+        raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err)})") from err
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], ModelConfig, dict[str, str]]:
@@ -82,12 +82,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     try:
         config = ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
     except (json.JSONDecodeError, ConfigError) as err:
-        raise CheckpointError(f"{path}: bad lightbsr config in header: {_first_line(err)}") from err
+        raise CheckpointError(f"{path}: bad lightbsr config in header: {first_line(err)}") from err
     try:
         with safe_open(str(path), framework="pt") as handle:
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: corrupt safetensors file ({_first_line(err)})") from err
+        raise CheckpointError(f"{path}: corrupt safetensors file ({first_line(err)})") from err
     return state, config, metadata
 
 
@@ -111,11 +111,11 @@ def read_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             with safe_open(str(path), framework="pt") as handle:
                 return {key: handle.get_tensor(key) for key in handle.keys()}
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)})") from err
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err)})") from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or unsafe pickles
-        raise CheckpointError(f"{path}: cannot read as a weights-only PyTorch checkpoint ({_first_line(err)})") from err
+        raise CheckpointError(f"{path}: cannot read as a weights-only PyTorch checkpoint ({first_line(err)})") from err
     try:
         return unwrap_state_dict(obj)
     except CheckpointError as err:
@@ -146,8 +146,3 @@ def _require_file(path: Path) -> None:
         raise CheckpointError(f"{path}: no such file")
     if not path.is_file():
         raise CheckpointError(f"{path}: not a file")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -16,13 +16,14 @@ import sys
 from collections.abc import Sequence
 
 from lightbsr._version import __version__
-from lightbsr.errors import LightBSRError
+from lightbsr.argparsing import HelpFormatter, add_command
+from lightbsr.errors import LightBSRError, one_line
 
 EXIT_USAGE = 2
 STAGE_CLIS = (
     "lightbsr.runtime.cli",
     "lightbsr.export.cli",
-    "lightbsr.export.tensorrt.cli",
+    "lightbsr.export.build_cli",
     "lightbsr.training.cli",
     "lightbsr.benchmarks.cli",
 )
@@ -32,20 +33,6 @@ lightbsr: deploy lightweight ×4 blind super-resolution (LightBSR, KDSR).
 
 Pipeline: train → convert/export (ONNX) → quantize (FP16/INT8) → build (TensorRT) → upscale,
 with eval and bench to decide what to ship. Run `lightbsr COMMAND --help` for each step."""
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
-def add_command(
-    subparsers: argparse._SubParsersAction, name: str, help_text: str, description: str | None = None
-) -> argparse.ArgumentParser:
-    """Create a subcommand parser with the house formatter (defaults shown, description kept as written)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help_text, description=description or help_text, formatter_class=_Formatter
-    )
-    return parser
 
 
 def _register_convert(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +62,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightbsr", description=DESCRIPTION, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(prog="lightbsr", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"lightbsr {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _register_convert(subparsers)
@@ -90,11 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LightBSRError, OSError) as err:
         if os.environ.get("LIGHTBSR_DEBUG"):
             raise
-        print(f"lightbsr: error: {_one_line(err)}", file=sys.stderr)
+        print(f"lightbsr: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("lightbsr: interrupted", file=sys.stderr)

@@ -8,13 +8,22 @@ ONNX graphs
     ``restorer``   lr, IDR → sr
 All tensors are float32 NCHW (or the precision the graph was converted to), ``lr``
 in [0, 1], ``sr`` unclamped; batch, height and width are dynamic. The split
-graphs of ``model.onnx`` are ``model.estimator.onnx`` and ``model.restorer.onnx``.
+graphs of ``model.onnx`` are ``model.estimator.onnx`` and ``model.restorer.onnx``;
+engines follow the same naming (``model.engine``, ``model.estimator.engine``, ...).
+
+This module is the one home of the model-file contract: :func:`resolve_graphs` says which
+files make a model, :func:`check_io` whether a graph has the contract's tensors, and
+:func:`check_metadata` whether its metadata is a lightbsr model's. Every backend uses them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from lightbsr.errors import ModelFileError
 
 INPUT_LR = "lr"
 INPUT_DRP = "drp"  # LightBSR teacher: degradation reference prior (N, 15 | 18)
@@ -44,7 +53,89 @@ def idr_names(family: str) -> tuple[str, ...]:
     return (IDR_CHANNEL, IDR_SPATIAL) if family == "lightbsr" else (IDR_VECTOR,)
 
 
+FAMILIES = ("lightbsr", "kdsr")
+
+
 def split_paths(model_path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``model.onnx`` → (``model.estimator.onnx``, ``model.restorer.onnx``)."""
+    """``model.onnx`` → (``model.estimator.onnx``, ``model.restorer.onnx``) (names only; see :func:`resolve_graphs`)."""
     path = Path(model_path)
     return path.with_suffix(f".{GRAPH_ESTIMATOR}{path.suffix}"), path.with_suffix(f".{GRAPH_RESTORER}{path.suffix}")
+
+
+@dataclass(frozen=True)
+class ModelGraphs:
+    """The files of one model: its full graph and its split graphs (which may or may not exist)."""
+
+    full: Path
+    estimator: Path
+    restorer: Path
+
+    @property
+    def split(self) -> bool:
+        """Whether both split graphs exist (what a shared degradation estimate needs)."""
+        return self.estimator.is_file() and self.restorer.is_file()
+
+    def present(self, kind: str = "model") -> dict[str, Path]:
+        """{graph: path}: the split pair when both exist, else the full graph; ModelFileError when neither."""
+        if self.split:
+            return {GRAPH_ESTIMATOR: self.estimator, GRAPH_RESTORER: self.restorer}
+        if self.full.is_file():
+            return {GRAPH_FULL: self.full}
+        raise ModelFileError(
+            f"{self.full}: no such {kind} (looked for {self.full.name}, "
+            f"or {self.estimator.name} + {self.restorer.name})"
+        )
+
+
+def resolve_graphs(path: str | os.PathLike[str]) -> ModelGraphs:
+    """The files of the model ``path`` names: any of ``model.onnx``, ``model.estimator.onnx``, ``model.engine``, ...
+
+    The one lookup of split graphs: the estimator and restorer sit beside the full graph,
+    named by :func:`split_paths`.
+    """
+    path = Path(path)
+    for graph in (GRAPH_ESTIMATOR, GRAPH_RESTORER):
+        tag = f".{graph}{path.suffix}"
+        if path.name.endswith(tag):
+            path = path.with_name(path.name[: -len(tag)] + path.suffix)
+            break
+    estimator, restorer = split_paths(path)
+    return ModelGraphs(path, estimator, restorer)
+
+
+def graph_io(graph: str, family: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of a lightbsr ``graph`` (full / estimator / restorer) of ``family``."""
+    idr = idr_names(family)
+    return {
+        GRAPH_FULL: ((INPUT_LR,), (OUTPUT_SR,)),
+        GRAPH_ESTIMATOR: ((INPUT_LR,), idr),
+        GRAPH_RESTORER: ((INPUT_LR, *idr), (OUTPUT_SR,)),
+    }[graph]
+
+
+def check_io(path: object, graph: str, family: str, inputs: Collection[str], outputs: Collection[str]) -> None:
+    """ModelFileError unless ``inputs`` → ``outputs`` are the tensors of the lightbsr ``graph`` (any order)."""
+    expected_in, expected_out = graph_io(graph, family)
+    if set(inputs) != set(expected_in) or set(outputs) != set(expected_out):
+        raise ModelFileError(
+            f"{path}: tensors {sorted(inputs)} → {sorted(outputs)} do not match the lightbsr {graph} graph "
+            f"({list(expected_in)} → {list(expected_out)})"
+        )
+
+
+def check_metadata(path: object, graph: str, meta: Mapping[str, str], kind: str = "graph") -> tuple[str, int]:
+    """(family, scale) from the lightbsr metadata of a ``graph`` file; ModelFileError when it is not one.
+
+    ``meta`` is the ONNX ``metadata_props`` (an engine's: the ONNX metadata its sidecar keeps).
+    """
+    if META_GRAPH not in meta:
+        raise ModelFileError(f"{path}: not a lightbsr {kind} (no {META_GRAPH} metadata)")
+    if meta[META_GRAPH] != graph:
+        raise ModelFileError(f"{path}: a lightbsr {meta[META_GRAPH]} {kind}, not the {graph} {kind}")
+    family = meta.get(META_FAMILY, "")
+    if family not in FAMILIES:
+        raise ModelFileError(f"{path}: unknown model family {family!r} in {META_FAMILY}")
+    scale = meta.get(META_SCALE, "")
+    if not scale.isdigit():
+        raise ModelFileError(f"{path}: bad {META_SCALE} metadata")
+    return family, int(scale)

@@ -46,3 +46,17 @@ class DatasetError(LightBSRError):
 
 class OutOfMemoryError(LightBSRError):
     """The work does not fit in the device's memory, even after splitting it (smaller tiles)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name when it has none).
+
+    The one formatter of a third-party error inside a one-line lightbsr message.
+    """
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def one_line(err: BaseException) -> str:
+    """The whole message of an error on one line (whitespace collapsed), as the CLI prints it."""
+    return " ".join(str(err).split()) or type(err).__name__

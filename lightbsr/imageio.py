@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lightbsr.errors import ConfigError, InputImageError
+from lightbsr.errors import ConfigError, InputImageError, first_line
 from lightbsr.files import atomic_output
 
 __all__ = [
@@ -124,7 +124,7 @@ def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
             kind = "a PNG file with a corrupt header" if size is not None else "an image file (or of an unknown format)"
             raise InputImageError(f"{path}: not {kind}") from err
         except (OSError, ValueError, SyntaxError) as err:
-            raise InputImageError(f"{path}: unreadable image header ({_first_line(err)})") from err
+            raise InputImageError(f"{path}: unreadable image header ({first_line(err)})") from err
         finally:
             Image.MAX_IMAGE_PIXELS = limit
     if fmt not in READ_FORMATS:
@@ -248,8 +248,3 @@ def resize_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
     if np.issubdtype(out.dtype, np.floating):
         out = np.clip(out, 0.0, 1.0)  # integer types saturate in OpenCV already
     return out
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

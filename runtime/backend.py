@@ -21,13 +21,14 @@ import abc
 import importlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from lightbsr import contract
-from lightbsr.errors import BackendUnavailableError, ConfigError
+from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
 
 IDR = dict[str, np.ndarray]
 
@@ -49,7 +50,22 @@ MODEL_SUFFIXES: dict[str, str] = {
 BUILDS_FROM: dict[str, tuple[str, ...]] = {"tensorrt": (".onnx",)}
 """Backends that also take another kind of model file, converted when loaded (TensorRT builds engines from ONNX)."""
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+COMPUTE_PRECISIONS = ("fp32", "fp16", "bf16")
+"""What a backend may be asked to compute in (``--fp16``/``--bf16``); engine precisions are another set."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run will ask of a backend: LR image sizes ``(height, width)`` (empty: unknown) and the tiling.
+
+    Passed to a backend's ``load``; a backend that compiles for fixed sizes (TensorRT engines
+    built from an ONNX) sizes itself from it, the others ignore it.
+    """
+
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    tile: int | None = None
+    tile_batch: int = 1
+    shared_idr: bool = True
 
 
 class Backend(abc.ABC):
@@ -139,29 +155,31 @@ class Backend(abc.ABC):
         }
 
 
-def split_model_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
-    """(full, estimator, restorer) paths of a model given any of them (``model.onnx``, ``model.estimator.engine``).
+def model_kind(model_path: str | os.PathLike[str]) -> str | None:
+    """The backend a model file's suffix says runs it (:data:`MODEL_SUFFIXES`), or None for another suffix."""
+    return MODEL_SUFFIXES.get(Path(model_path).suffix.lower())
 
-    The split files sit beside the full one, named by :func:`lightbsr.contract.split_paths`.
+
+def choose_backend(name: str, model_path: str | os.PathLike[str]) -> str:
+    """The backend that runs ``model_path``: ``name``, or for ``"auto"`` the one its suffix says.
+
+    The one place a backend is decided (callers pass the result down); a backend that
+    cannot run that kind of file, or an unknown kind, is a ConfigError.
     """
-    path = Path(path)
-    name = path.name
-    for graph in (contract.GRAPH_ESTIMATOR, contract.GRAPH_RESTORER):
-        tag = f".{graph}{path.suffix}"
-        if name.endswith(tag):
-            path = path.with_name(name[: -len(tag)] + path.suffix)
-            break
-    estimator, restorer = contract.split_paths(path)
-    return path, estimator, restorer
-
-
-def backend_for_model(path: str | os.PathLike[str]) -> str:
-    """The backend that runs a model file, from its suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in MODEL_SUFFIXES:
+    suffix = Path(model_path).suffix.lower()
+    expected = model_kind(model_path)
+    if expected is None:
         known = ", ".join(f"{s} ({b})" for s, b in MODEL_SUFFIXES.items())
-        raise ConfigError(f"{path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
-    return MODEL_SUFFIXES[suffix]
+        raise ConfigError(f"{model_path}: unknown model file type {suffix or '(no suffix)'!r}; expected one of {known}")
+    if name == "auto":
+        return expected
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+    if expected != name and suffix not in BUILDS_FROM.get(name, ()):
+        raise ConfigError(
+            f"{model_path}: the {name} backend does not run {suffix} files (those run on the {expected} backend)"
+        )
+    return name
 
 
 def load_backend(
@@ -170,23 +188,23 @@ def load_backend(
     *,
     device: str = "auto",
     precision: str | None = None,
+    workload: Workload | None = None,
     **options: Any,
 ) -> Backend:
-    """Open ``model_path`` with backend ``name`` (``"auto"``: by the file's suffix)."""
-    if name == "auto":
-        name = backend_for_model(model_path)
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    expected = backend_for_model(model_path)
-    if expected != name and Path(model_path).suffix.lower() not in BUILDS_FROM.get(name, ()):
-        raise ConfigError(
-            f"{model_path}: the {name} backend does not run {Path(model_path).suffix} files "
-            f"(those run on the {expected} backend)"
-        )
+    """Open ``model_path`` with backend ``name`` (``"auto"``: by the file's suffix, :func:`choose_backend`).
+
+    Every stage opens model files through here. ``workload`` says what the run will ask
+    (image sizes, tiling); a backend that compiles for fixed sizes sizes itself from it.
+    """
+    name = choose_backend(name, model_path)
+    if precision is not None and precision not in COMPUTE_PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(COMPUTE_PRECISIONS)}")
+    path = Path(model_path)
+    graphs = contract.resolve_graphs(path)
+    if not path.exists() and not (name != "torch" and graphs.split):
+        raise ModelFileError(f"{path}: no such model file")
     module = _backend_module(name)
-    backend: Backend = module.load(model_path, device=device, precision=precision, **options)
+    backend: Backend = module.load(path, device=device, precision=precision, workload=workload, **options)
     return backend
 
 

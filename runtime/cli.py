@@ -68,7 +68,7 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.cli import add_command
+    from lightbsr.argparsing import add_command
 
     p = add_command(subparsers, "upscale", "upscale images ×4 (files or folders)", DESCRIPTION)
     p.argument_default = argparse.SUPPRESS
@@ -154,13 +154,12 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 
 def _check_options(args: argparse.Namespace) -> None:
     from lightbsr.errors import ConfigError
+    from lightbsr.runtime.tiling import check_tile_options
 
-    for name in ("tile", "tile_overlap"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 0, got {value}")
-    if args.tile_batch < 1:
-        raise ConfigError(f"--tile-batch must be ≥ 1, got {args.tile_batch}")
+    try:
+        check_tile_options(args.tile, args.tile_overlap, args.tile_batch)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if args.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be ≥ 1, got {args.max_pixels}")
 
@@ -202,11 +201,11 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
 
 def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
     from lightbsr.errors import ConfigError
-    from lightbsr.runtime.backend import backend_for_model
+    from lightbsr.runtime.backend import choose_backend
     from lightbsr.runtime.upscaler import Upscaler
 
+    backend = choose_backend(args.backend, args.model) if args.model else args.backend  # decided once, passed down
     options: dict[str, Any] = {}
-    backend = args.backend if args.backend != "auto" or not args.model else backend_for_model(args.model)
     if args.providers:
         if backend != "onnxruntime":
             raise ConfigError("--providers is for the onnxruntime backend")
@@ -215,18 +214,9 @@ def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
         if backend != "tensorrt":
             raise ConfigError("--engine-cache is for the tensorrt backend")
         options["engine_cache"] = args.engine_cache
-    if backend == "tensorrt" and args.model and Path(args.model).suffix.lower() == ".onnx":
-        from lightbsr.runtime.tensorrt_backend import engine_shapes
-
-        options["engine_shapes"] = engine_shapes(
-            _image_sizes(inputs, args.max_pixels),
-            tile=args.tile,
-            tile_batch=args.tile_batch,
-            shared_idr=args.shared_idr,
-        )
     return Upscaler(
         args.model,
-        backend=args.backend,
+        backend=backend,
         device=args.device,
         tile=args.tile,
         tile_overlap=args.tile_overlap,
@@ -234,6 +224,7 @@ def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
         precision="fp16" if args.fp16 else "bf16" if args.bf16 else None,
         shared_idr=args.shared_idr,
         tiling=args.tiling,
+        image_sizes=_image_sizes(inputs, args.max_pixels),
         **options,
     )
 
@@ -241,7 +232,7 @@ def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from lightbsr.errors import LightBSRError
+    from lightbsr.errors import LightBSRError, one_line
     from lightbsr.imageio import read_image
 
     _check_options(args)
@@ -264,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
         except (LightBSRError, OSError) as err:
             if not folder:
                 raise
-            message = " ".join(str(err).split()) or type(err).__name__
+            message = one_line(err)
             record |= {"status": "failed", "error": message}
             tqdm.write(f"lightbsr: warning: skipped {source.name}: {message}", file=sys.stderr)
     failed = sum(r["status"] == "failed" for r in records)

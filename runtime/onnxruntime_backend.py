@@ -12,6 +12,10 @@ Graphs run in their own precision: a float16 graph gets float16 inputs. Asking f
 ``fp16`` with a float32 graph is only possible on the TensorRT execution provider
 (which then builds float16 engines); ``bf16`` is not supported here.
 
+:func:`session` is the one ONNX Runtime session factory of lightbsr (and :func:`run` the one way
+to run a session with one-line errors): the export, training and benchmark stages open their
+graphs with it, or through :func:`lightbsr.runtime.load_backend`.
+
 Execution providers, unless ``providers`` overrides them: ``device="cpu"`` → CPU;
 ``"cuda"``/``"cuda:N"`` → TensorRT, CUDA (those available in this onnxruntime build),
 then CPU; ``"auto"`` → the same as cuda when the CUDA provider is available, else CPU.
@@ -25,14 +29,15 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lightbsr import contract
-from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
-from lightbsr.runtime.backend import IDR, Backend, split_model_paths
+from lightbsr import contract, cuda
+from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
+from lightbsr.runtime.backend import IDR, Backend, Workload
 
 try:
     import onnxruntime as ort
@@ -46,9 +51,47 @@ _OOM_MESSAGES = ("failed to allocate memory", "out of memory", "bad_alloc", "bad
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-def graph_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
-    """(full, estimator, restorer) paths for a model path, which may name any of the three."""
-    return split_model_paths(path)
+def session(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    providers: Sequence[Any] = (CPU_EP,),
+    threads: int | None = None,
+    name: str | None = None,
+    optimize: bool = True,
+) -> ort.InferenceSession:
+    """An ONNX Runtime session for a model file (or serialized model bytes), errors only logged.
+
+    ``optimize=False`` skips graph optimisation: for many short-lived sessions (the INT8 layer search).
+
+    A file or model ONNX Runtime cannot load is a :class:`ModelFileError` in one line.
+    """
+    what = name or ("in-memory model" if isinstance(source, bytes) else str(source))
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        source = str(path)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only; provider fallbacks are detected and reported by the backend
+    if threads:
+        options.intra_op_num_threads = threads
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+    except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+        raise ModelFileError(f"{what}: not a loadable ONNX model ({first_line(err)})") from err
+
+
+def run(
+    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+) -> list[np.ndarray]:
+    """Run a session; its outputs as float32 arrays (a failure is a one-line ModelFileError)."""
+    try:
+        result = session.run(list(outputs) if outputs is not None else None, dict(feeds))
+    except Exception as err:
+        raise ModelFileError(f"ONNX Runtime failed to run the model ({first_line(err)})") from err
+    return [np.asarray(value, dtype=np.float32) for value in result]
 
 
 def _cache_dir() -> Path:
@@ -78,10 +121,12 @@ def choose_providers(device: str, precision: str | None) -> list[Any]:
     for name in gpu:
         options: dict[str, Any] = {"device_id": device_id}
         if name == TRT_EP:
+            cache = _cache_dir()
+            cache.mkdir(parents=True, exist_ok=True)  # the TensorRT EP creates it non-recursively, and throws
             options |= {
                 "trt_fp16_enable": precision == "fp16",
                 "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(_cache_dir()),
+                "trt_engine_cache_path": str(cache),
             }
         providers.append((name, options))
     return [*providers, CPU_EP]
@@ -91,43 +136,14 @@ class _Graph:
     """One ONNX Runtime session with the contract checked."""
 
     def __init__(self, path: Path, graph: str, providers: list[Any], threads: int | None) -> None:
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only; fallbacks are reported by describe()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
-            raise ModelFileError(f"{path}: not a loadable ONNX model ({_first_line(err)})") from err
+        self.session = session(path, providers=providers, threads=threads)
         meta = self.session.get_modelmeta().custom_metadata_map
-        if contract.META_GRAPH not in meta:
-            raise ModelFileError(f"{path}: not a lightbsr graph (no {contract.META_GRAPH} metadata)")
-        if meta[contract.META_GRAPH] != graph:
-            raise ModelFileError(f"{path}: a lightbsr {meta[contract.META_GRAPH]} graph, not the {graph} graph")
-        self.family = meta.get(contract.META_FAMILY, "")
-        if self.family not in ("lightbsr", "kdsr"):
-            raise ModelFileError(f"{path}: unknown model family {self.family!r} in {contract.META_FAMILY}")
-        try:
-            self.scale = int(meta.get(contract.META_SCALE, ""))
-        except ValueError as err:
-            raise ModelFileError(f"{path}: bad {contract.META_SCALE} metadata") from err
+        self.family, self.scale = contract.check_metadata(path, graph, meta)
         self.source = meta.get(contract.META_SOURCE_SHA256, "")
         self.path = path
         self.inputs = {i.name: i.type for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
-        idr = contract.idr_names(self.family)
-        expected_in, expected_out = {
-            contract.GRAPH_FULL: ((contract.INPUT_LR,), (contract.OUTPUT_SR,)),
-            contract.GRAPH_ESTIMATOR: ((contract.INPUT_LR,), idr),
-            contract.GRAPH_RESTORER: ((contract.INPUT_LR, *idr), (contract.OUTPUT_SR,)),
-        }[graph]
-        if set(self.inputs) != set(expected_in) or list(self.outputs) != list(expected_out):
-            raise ModelFileError(
-                f"{path}: tensors {sorted(self.inputs)} → {self.outputs} do not match the lightbsr {graph} graph "
-                f"({list(expected_in)} → {list(expected_out)})"
-            )
+        contract.check_io(path, graph, self.family, self.inputs, self.outputs)
         for name, kind in self.inputs.items():
             if kind not in _NUMPY_TYPES:
                 raise ModelFileError(f"{path}: input {name!r} is {kind}; expected float or float16")
@@ -140,7 +156,7 @@ class _Graph:
         typed = {
             name: np.ascontiguousarray(value, dtype=_NUMPY_TYPES[self.inputs[name]]) for name, value in feeds.items()
         }
-        return [np.asarray(out, dtype=np.float32) for out in self.session.run(self.outputs, typed)]
+        return run(self.session, typed, self.outputs)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -156,35 +172,24 @@ class OnnxRuntimeBackend(Backend):
         precision: str | None = None,
         providers: list[Any] | None = None,
         threads: int | None = None,
+        split: bool = True,
     ) -> None:
         if precision == "bf16":
             raise ConfigError("the onnxruntime backend does not run bf16; use fp32/fp16 graphs, or the torch backend")
-        full, estimator, restorer = graph_paths(model_path)
+        files = contract.resolve_graphs(model_path)
         chosen = providers if providers is not None else choose_providers(device, precision)
-        self.estimator: _Graph | None = None
-        self.restorer: _Graph | None = None
-        self.full: _Graph | None = None
-        if estimator.is_file() and restorer.is_file():
-            self.estimator = _Graph(estimator, contract.GRAPH_ESTIMATOR, chosen, threads)
-            self.restorer = _Graph(restorer, contract.GRAPH_RESTORER, chosen, threads)
-            graphs = [self.estimator, self.restorer]
-            if (self.estimator.family, self.estimator.scale, self.estimator.source) != (
-                self.restorer.family,
-                self.restorer.scale,
-                self.restorer.source,
-            ):
-                raise ModelFileError(f"{estimator} and {restorer} were not exported from the same model")
-        elif full.is_file():
-            self.full = _Graph(full, contract.GRAPH_FULL, chosen, threads)
-            graphs = [self.full]
-        else:
-            raise ModelFileError(
-                f"{model_path}: no such model (looked for {full.name}, or {estimator.name} + {restorer.name})"
-            )
+        present = files.present() if split else {contract.GRAPH_FULL: files.full}
+        opened = {graph: _Graph(path, graph, chosen, threads) for graph, path in present.items()}
+        self.estimator = opened.get(contract.GRAPH_ESTIMATOR)
+        self.restorer = opened.get(contract.GRAPH_RESTORER)
+        self.full = opened.get(contract.GRAPH_FULL)
+        graphs = list(opened.values())
+        if len({(g.family, g.scale, g.source) for g in graphs}) > 1:
+            raise ModelFileError(f"{files.estimator} and {files.restorer} were not exported from the same model")
         first = graphs[0]
         self.family, self.scale, self.paths = first.family, first.scale, [g.path for g in graphs]
         self.providers = list(first.session.get_providers())
-        self.device = "cpu" if self.providers[0] == CPU_EP else _device_of(chosen, device)
+        self.device = _check_fallback(first.session, chosen, explicit=providers is not None)
         graph_precision = first.precision
         if precision in (None, graph_precision):
             self.precision = graph_precision
@@ -194,12 +199,6 @@ class OnnxRuntimeBackend(Backend):
             raise ConfigError(
                 f"{first.path} is an {graph_precision} graph; the onnxruntime backend runs graphs in their own "
                 f"precision (export an {precision} graph, or use the TensorRT execution provider for fp16)"
-            )
-        if chosen and _provider_name(chosen[0]) != self.providers[0]:
-            warnings.warn(
-                f"onnxruntime could not start {_provider_name(chosen[0])}; running on {self.providers[0]}",
-                RuntimeWarning,
-                stacklevel=2,
             )
 
     @property
@@ -230,7 +229,8 @@ class OnnxRuntimeBackend(Backend):
 
     def free_memory(self) -> int | None:
         if self.device_kind == "cuda":
-            return _cuda_free_memory()
+            _, _, index = self.device.partition(":")
+            return cuda.free_memory(int(index) if index.isdigit() else 0)
         return super().free_memory()
 
     def is_out_of_memory(self, err: BaseException) -> bool:
@@ -244,32 +244,37 @@ def _provider_name(provider: Any) -> str:
     return str(provider[0] if isinstance(provider, tuple) else provider)
 
 
-def _device_of(providers: list[Any], device: str) -> str:
-    for provider in providers:
-        if isinstance(provider, tuple) and "device_id" in provider[1]:
-            return f"cuda:{provider[1]['device_id']}"
-    return device if device.startswith("cuda") else "cuda"
+def _device_id(options: Mapping[str, Any]) -> int:
+    value = str(options.get("device_id", 0))
+    return int(value) if value.isdigit() else 0
 
 
-def _cuda_free_memory() -> int | None:
-    """Free bytes on the current CUDA device via cuda-python, when installed (torch is not assumed here)."""
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[import-not-found,no-redef]
-        except ImportError:
-            return None
-    try:
-        err, free, _ = cudart.cudaMemGetInfo()  # of the current device
-    except Exception:  # a driver problem only loses the memory estimate
-        return None
-    return int(free) if int(err) == 0 else None
+def _check_fallback(session: ort.InferenceSession, chosen: Sequence[Any], *, explicit: bool) -> str:
+    """The device the session really runs on; a provider ONNX Runtime fell back from is reported or refused.
 
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+    ONNX Runtime's Python wrapper retries a session whose provider cannot start on its fallback
+    providers *without* their options: the device asked for is then silently lost. Losing the
+    device, or a provider the caller named explicitly, is a BackendUnavailableError; a provider
+    chosen automatically that did not start is a warning.
+    """
+    used = list(session.get_providers())
+    options = session.get_provider_options()
+    wanted = {_provider_name(p): dict(p[1]) if isinstance(p, tuple) else {} for p in chosen}
+    gpu = next((p for p in used if p in (TRT_EP, CUDA_EP)), None)
+    device = "cpu" if gpu is None else f"cuda:{_device_id(options.get(gpu, {}))}"
+    asked = next((p for p in wanted if p in (TRT_EP, CUDA_EP)), None)
+    if asked is not None and gpu is not None and _device_id(wanted[asked]) != _device_id(options.get(gpu, {})):
+        raise BackendUnavailableError(
+            f"onnxruntime could not start {asked} on cuda:{_device_id(wanted[asked])} and fell back to {gpu} on "
+            f"{device} (its options lost); check that device, or choose the providers with --providers"
+        )
+    lost = [p for p in wanted if p not in used]
+    if lost:
+        message = f"onnxruntime could not start {', '.join(lost)}; running on {', '.join(used)}"
+        if explicit:
+            raise BackendUnavailableError(f"{message} (those providers were asked for explicitly)")
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return device
 
 
 def load(
@@ -279,10 +284,14 @@ def load(
     precision: str | None = None,
     providers: list[Any] | None = None,
     threads: int | None = None,
+    split: bool = True,
+    workload: Workload | None = None,
     **options: Any,
 ) -> OnnxRuntimeBackend:
-    """An ONNX Runtime backend for ``model.onnx`` (split graphs beside it preferred)."""
+    """An ONNX Runtime backend for ``model.onnx`` (split graphs beside it preferred, unless ``split=False``)."""
     if options:
-        known = "providers, threads"
+        known = "providers, threads, split"
         raise ConfigError(f"unknown onnxruntime backend option(s) {', '.join(sorted(options))}; known: {known}")
-    return OnnxRuntimeBackend(model_path, device=device, precision=precision, providers=providers, threads=threads)
+    return OnnxRuntimeBackend(
+        model_path, device=device, precision=precision, providers=providers, threads=threads, split=split
+    )

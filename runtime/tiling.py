@@ -35,6 +35,12 @@ other); in every case the blended output is ``Σ wᵢ·tileᵢ / Σ wᵢ`` (:cla
 and ``Σ wᵢ > 0`` at every pixel (each tile's zeros lie inside its neighbour's non-zero
 part, because ``2m ≤ O``). With ``O = 0`` the windows are all ones and the tiles are
 pasted side by side.
+
+Tile options (:func:`check_tile_options`): a tile ``T ≥ 0`` (0: never tile) or none (chosen
+by the caller), an overlap ``O ≥ 0`` with ``O < T`` when both are given, a batch ``≥ 1``.
+Tile cap (:func:`cap_tile`): a backend that takes inputs up to ``H × W`` only (a TensorRT
+engine's profile) gets ``T' = min(H, W)`` when ``T > min(H, W)``, with the overlap reduced
+to ``min(O, ⌊T'/2⌋)``; a tile that fits is kept as it is.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ __all__ = [
     "Tile",
     "axis_starts",
     "axis_window",
+    "cap_tile",
+    "check_tile_options",
     "overlap_margin",
     "plan_tiles",
     "raised_cosine_ramp",
@@ -78,6 +86,30 @@ def _check_plan_args(tile: int, overlap: int) -> None:
         raise ValueError(f"tile must be a positive integer, got {tile!r}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < tile:
         raise ValueError(f"tile overlap must be an integer in [0, tile) = [0, {tile}), got {overlap!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_tile_options(tile: int | None, overlap: int | None, batch: int = 1) -> None:
+    """ValueError (one line) unless the tiling options are valid (see the module docstring)."""
+    if tile is not None and (not _is_int(tile) or tile < 0):
+        raise ValueError(f"tile (--tile) must be an integer ≥ 0 (0: never tile), got {tile!r}")
+    if overlap is not None and (not _is_int(overlap) or overlap < 0):
+        raise ValueError(f"tile overlap (--tile-overlap) must be an integer ≥ 0, got {overlap!r}")
+    if tile and overlap is not None and overlap >= tile:
+        raise ValueError(f"tile overlap ({overlap}) must be smaller than the tile ({tile})")
+    if not _is_int(batch) or batch < 1:
+        raise ValueError(f"tile batch (--tile-batch) must be an integer ≥ 1, got {batch!r}")
+
+
+def cap_tile(tile: int, overlap: int, max_height: int, max_width: int) -> tuple[int, int, bool]:
+    """(tile, overlap, capped): the tile reduced to what a backend taking ``max_height × max_width`` accepts."""
+    cap = min(max_height, max_width)
+    if tile <= cap:
+        return tile, overlap, False
+    return cap, min(overlap, cap // 2), True
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> list[int]:

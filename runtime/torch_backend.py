@@ -25,7 +25,7 @@ from torch import nn
 from lightbsr.contract import idr_names
 from lightbsr.errors import BackendUnavailableError, ConfigError
 from lightbsr.models import KDSR, KDSRTeacher, LightBSR, LightBSRTeacher
-from lightbsr.runtime.backend import IDR, Backend
+from lightbsr.runtime.backend import IDR, Backend, Workload
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 ESTIMATE_MARGIN = 16
@@ -196,9 +196,14 @@ class TorchBackend(Backend):
 
 
 def load(
-    model: str | os.PathLike[str] | nn.Module, *, device: str = "auto", precision: str | None = None, **options: Any
+    model: str | os.PathLike[str] | nn.Module,
+    *,
+    device: str = "auto",
+    precision: str | None = None,
+    workload: Workload | None = None,
+    **options: Any,
 ) -> TorchBackend:
-    """A torch backend for a lightbsr checkpoint file (or a model object)."""
+    """A torch backend for a lightbsr checkpoint file (or a model object); any ``workload`` runs as it is."""
     if options:
         raise ConfigError(f"the torch backend takes no option(s) {', '.join(sorted(options))}")
     if isinstance(model, nn.Module):

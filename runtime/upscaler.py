@@ -42,18 +42,16 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lightbsr.contract import GRAPH_ESTIMATOR
-from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
+from lightbsr.errors import ConfigError, OutOfMemoryError
 from lightbsr.runtime import memory
-from lightbsr.runtime.backend import IDR, Backend, backend_for_model, load_backend
-from lightbsr.runtime.tiling import Blender, plan_tiles
+from lightbsr.runtime.backend import IDR, Backend, Workload, load_backend
+from lightbsr.runtime.tiling import Blender, cap_tile, check_tile_options, plan_tiles
 
 __all__ = ["MIN_RETRY_TILE", "TILINGS", "RunInfo", "Upscaler"]
 
@@ -111,6 +109,9 @@ class Upscaler:
             graph's own precision for ONNX).
         shared_idr: estimate the degradation once per image (``True``) or per tile.
         tiling: ``"auto"``, ``"exact"`` or ``"blend"`` (see the module docstring).
+        image_sizes: LR ``(height, width)`` of the images to come, when known in advance: a backend
+            that compiles for fixed sizes (TensorRT engines built from an ONNX) sizes itself from them
+            and the tiling options (:class:`~lightbsr.runtime.backend.Workload`).
         **backend_options: passed to the backend's ``load`` (e.g. ``providers``, ``threads``
             for onnxruntime).
 
@@ -134,20 +135,17 @@ class Upscaler:
         precision: str | None = None,
         shared_idr: bool = True,
         tiling: str = "auto",
+        image_sizes: Sequence[tuple[int, int]] = (),
         **backend_options: Any,
     ) -> None:
-        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 0):
-            raise ConfigError(f"tile must be a non-negative integer or None, got {tile!r}")
-        if tile_overlap is not None and (
-            isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0
-        ):
-            raise ConfigError(f"tile overlap must be a non-negative integer, got {tile_overlap!r}")
-        if tile and tile_overlap is not None and tile_overlap >= tile:
-            raise ConfigError(f"tile overlap ({tile_overlap}) must be smaller than the tile ({tile})")
-        if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
-            raise ConfigError(f"tile batch must be a positive integer, got {tile_batch!r}")
+        try:
+            check_tile_options(tile, tile_overlap, tile_batch)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if tiling not in TILINGS:
             raise ConfigError(f"unknown tiling {tiling!r}; choose from {', '.join(TILINGS)}")
+        if isinstance(model, (str, os.PathLike)):
+            backend_options.setdefault("workload", Workload(tuple(image_sizes), tile, tile_batch, shared_idr))
         self.backend = _open_backend(model, backend, device, precision, backend_options)
         exact = shared_idr and self.backend.can_restore_in_tiles
         if tiling == "exact" and not exact:
@@ -302,16 +300,16 @@ class Upscaler:
         if tile >= height and tile >= width and self._fits(height, width):
             return None, 0  # one tile is the whole image
         limit = self.backend.max_input_size
-        if limit is not None and tile > min(limit):
-            cap = min(limit)
-            if self.tile is not None:
+        if limit is not None:
+            asked = tile
+            tile, overlap, capped = cap_tile(tile, overlap, *limit)
+            if capped and self.tile is not None:
                 warnings.warn(
-                    f"tile {tile} is larger than the {self.backend.name} backend takes "
-                    f"({limit[1]}×{limit[0]} at most); using tile {cap}",
+                    f"tile {asked} is larger than the {self.backend.name} backend takes "
+                    f"({limit[1]}×{limit[0]} at most); using tile {tile}",
                     RuntimeWarning,
                     stacklevel=3,
                 )
-            tile, overlap = cap, min(overlap, cap // 2)
         return tile, overlap
 
     def _fits(self, height: int, width: int) -> bool:
@@ -404,11 +402,7 @@ def _open_backend(model: Any, backend: str, device: str, precision: str | None, 
 
         model = default_checkpoint()  # raises a clear ConfigError while no weights are bundled
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        backend_for_model(path)  # an unknown kind of file is refused before looking for it
-        if not path.exists() and not path.with_suffix(f".{GRAPH_ESTIMATOR}{path.suffix}").exists():
-            raise ModelFileError(f"{path}: no such model file")
-        return load_backend(backend, path, device=device, precision=precision, **options)
+        return load_backend(backend, model, device=device, precision=precision, **options)
     if hasattr(model, "estimate") and hasattr(model, "restore"):
         if backend not in ("auto", "torch"):
             raise ConfigError(f"a torch model object runs on the torch backend, not {backend!r}")

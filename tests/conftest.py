@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))  # tests/reference.py and friends
+sys.path.insert(0, str(TESTS / "helpers"))  # tests/helpers/: reference.py, the model and engine fixtures, cpp_build.py
 
 pytest_plugins = ["export_fixtures"]  # the exported-model fixtures the export and deploy tests share
 

@@ -15,7 +15,7 @@ from lightbsr.benchmarks.complexity import count_onnx, count_torch
 from lightbsr.cli import main
 from lightbsr.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from export_fixtures import single_torch_thread, tiny_lightbsr
 from runtime_models import export_onnx

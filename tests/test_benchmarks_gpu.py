@@ -13,7 +13,7 @@ import torch
 
 from lightbsr.benchmarks import latency as lat
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from export_fixtures import single_torch_thread, tiny_lightbsr
 from runtime_models import export_onnx

@@ -14,7 +14,7 @@ import torch
 from lightbsr.benchmarks import latency as lat
 from lightbsr.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from export_fixtures import single_torch_thread, tiny_lightbsr
 from runtime_models import export_onnx
@@ -146,5 +146,6 @@ def test_environment_ignores_a_tensorrt_without_bindings(monkeypatch: pytest.Mon
     assert "tensorrt" not in lat.environment(1, "cpu")
     bindings = types.ModuleType("tensorrt")
     bindings.__version__ = "10.13.0"  # type: ignore[attr-defined]
+    bindings.Runtime = object  # type: ignore[attr-defined]  # what the one import probe looks for
     monkeypatch.setitem(sys.modules, "tensorrt", bindings)
     assert lat.environment(1, "cpu")["tensorrt"] == "10.13.0"

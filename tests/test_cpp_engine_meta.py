@@ -1,4 +1,4 @@
-"""The C++ sidecar reader and compatibility check (cpp/, engine_check) against lightbsr.engine.
+"""The C++ sidecar reader and compatibility check (cpp/, engine_check) against lightbsr.tensorrt.engine.
 
 Same rules, same one-line messages: for every combination below, the C++ check must
 accept with the same warnings or refuse with the same message as the Python one.
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from cpp_build import build_target
 
-from lightbsr.engine import (
+from lightbsr.errors import EngineMismatchError
+from lightbsr.tensorrt.engine import (
     EngineSidecar,
     GpuInfo,
     ShapeRange,
@@ -24,7 +25,6 @@ from lightbsr.engine import (
     sidecar_path,
     write_sidecar,
 )
-from lightbsr.errors import EngineMismatchError
 
 PROFILE = {"lr": ShapeRange((1, 3, 32, 32), (1, 3, 256, 256), (4, 3, 512, 512))}
 ONNX_SHA = "a" * 64

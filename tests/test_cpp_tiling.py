@@ -117,3 +117,18 @@ def test_invalid_arguments_fail_with_the_python_message(
     done = _cpp(tile_plan, height, width, tile, overlap)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"tile_plan: error: {python_error.value}\n"
+
+
+def test_tile_cap_matches_python(tile_plan: Path) -> None:
+    """lightbsr-trt caps a tile larger than the engine's profile as the Python runtime does (it used to throw)."""
+    from lightbsr.runtime.tiling import cap_tile
+
+    rng = np.random.default_rng(3)
+    cases = [(512, 24, 256, 256), (64, 24, 48, 32), (32, 8, 32, 64), (16, 15, 8, 8), (100, 0, 64, 96)]
+    cases += [(int(t), int(rng.integers(0, t)), int(rng.integers(1, 300)), int(rng.integers(1, 300))) for t in
+              rng.integers(1, 600, size=40)]  # fmt: skip
+    for tile, overlap, max_h, max_w in cases:
+        done = _cpp(tile_plan, "--cap", tile, overlap, max_h, max_w)
+        assert done.returncode == 0, done.stderr
+        got = json.loads(done.stdout)
+        assert (got["tile"], got["overlap"], got["capped"]) == cap_tile(tile, overlap, max_h, max_w), (tile, max_h)

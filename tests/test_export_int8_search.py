@@ -16,8 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from lightbsr import contract
 from lightbsr.cli import main
 from lightbsr.errors import ConfigError
-from lightbsr.export._ort import ort_session, run
 from lightbsr.export.int8_search import float_nodes, quantized_nodes, search
+from lightbsr.runtime.onnxruntime_backend import run, session
 
 IMAGES = Path(__file__).parent / "data" / "images"
 RNG = np.random.default_rng(0)
@@ -77,7 +77,7 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[onnx.ModelProto, o
 
 
 def _out(model: onnx.ModelProto) -> np.ndarray:
-    return run(ort_session(model), {"x": X})[0]
+    return run(session(model.SerializeToString()), {"x": X})[0]
 
 
 def _noise(fp32: onnx.ModelProto):  # type: ignore[no-untyped-def]

@@ -19,9 +19,10 @@ from lightbsr.checkpoint import save_checkpoint
 from lightbsr.cli import main
 from lightbsr.errors import ConfigError, ModelFileError
 from lightbsr.export import export_onnx, read_onnx_metadata
-from lightbsr.export._ort import ort_session, run
 from lightbsr.files import sha256_file
 from lightbsr.models import REFERENCE_ARCHS, ModelConfig, load_reference_checkpoint
+from lightbsr.runtime.onnxruntime_backend import run
+from lightbsr.runtime.onnxruntime_backend import session as ort_session
 
 TOLERANCE = 1e-4
 SPLIT_TOLERANCE = 1e-5

@@ -16,8 +16,9 @@ from reference import relative_error
 from lightbsr import contract
 from lightbsr.errors import ConfigError, ModelFileError
 from lightbsr.export import calibration_crops, quantize_fp16, quantize_int8, read_onnx_metadata
-from lightbsr.export._ort import ort_session, run
 from lightbsr.export.precision import FP16_KEEP_FP32_OPS, boundary_nodes
+from lightbsr.runtime.onnxruntime_backend import run
+from lightbsr.runtime.onnxruntime_backend import session as ort_session
 
 IMAGES = Path(__file__).parent / "data" / "images"
 

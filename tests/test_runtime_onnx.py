@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -17,9 +18,9 @@ from runtime_models import export_onnx, reference_student, save_reference_checkp
 from torch import nn
 
 from lightbsr import contract
+from lightbsr.benchmarks.consistency import psnr
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
 from lightbsr.runtime import Upscaler, onnxruntime_backend
-from lightbsr.runtime.consistency import psnr
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCH = "lightbsr_student_x4"
@@ -212,7 +213,7 @@ def test_allocation_failures_count_as_out_of_memory(ort_upscaler: Upscaler) -> N
 
 
 def test_consistency_figures_script_runs(exported: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
-    from lightbsr.runtime import consistency
+    from lightbsr.benchmarks import consistency
 
     out = tmp_path / "figures.json"
     args = ["--checkpoint", str(exported["checkpoint"]), "--onnx", str(exported["onnx"])]
@@ -224,3 +225,83 @@ def test_consistency_figures_script_runs(exported: dict[str, Path], data_dir: Pa
     assert row["ort_whole"]["raw"] >= 60 and row["tiled_shared"]["clamped"] < row["ort_whole"]["clamped"]
     assert row["tiled_exact"]["raw"] >= 80
     assert "exact tiles" in consistency.format_table(result)
+
+
+# --------------------------------------------------------------------------- GPU provider defects, on stand-ins
+
+
+class _FallbackSession:
+    """Stand-in for an ``onnxruntime.InferenceSession`` whose GPU provider failed to start: ONNX Runtime's Python
+    wrapper then retries on its fallback providers *without* the provider options (device_id lost)."""
+
+    real = onnxruntime_backend.ort.InferenceSession
+
+    def __init__(self, source: str, sess_options: object = None, providers: list | None = None) -> None:
+        self._session = self.real(source, sess_options=sess_options, providers=["CPUExecutionProvider"])
+        self.requested = providers
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        return {"CUDAExecutionProvider": {"device_id": "0"}, "CPUExecutionProvider": {}}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._session, name)
+
+
+def _gpu_onnxruntime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime_backend.ort, "get_available_providers", lambda: available)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+def test_trt_provider_cache_folder_is_created_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Stand-in providers (no GPU here): the TensorRT EP creates trt_engine_cache_path non-recursively and throws
+    when its parents are missing, so the backend must create the folder first."""
+    _gpu_onnxruntime(monkeypatch, tmp_path)
+    providers = onnxruntime_backend.choose_providers("cuda:1", None)
+    name, options = providers[0]
+    assert name == "TensorrtExecutionProvider" and options["device_id"] == 1
+    assert Path(options["trt_engine_cache_path"]).is_dir()
+
+
+def test_provider_fallback_is_refused_or_reported_with_a_stand_in(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stand-in session (no GPU here) that fell back from the TensorRT EP to CUDA on device 0, as ONNX Runtime's
+    Python wrapper does when a provider cannot start."""
+    from runtime_tensorrt_graphs import write_toy_model
+
+    toy = write_toy_model(tmp_path / "toy.onnx")
+    _gpu_onnxruntime(monkeypatch, tmp_path)
+    monkeypatch.setattr(onnxruntime_backend.ort, "InferenceSession", _FallbackSession)
+    with pytest.raises(BackendUnavailableError, match=r"cuda:1.*fell back to CUDAExecutionProvider on cuda:0"):
+        onnxruntime_backend.load(toy, device="cuda:1")  # the device asked for is lost: refused
+    with pytest.raises(BackendUnavailableError, match="could not start TensorrtExecutionProvider"):
+        onnxruntime_backend.load(toy, providers=[("TensorrtExecutionProvider", {"device_id": 0})])  # asked for
+    with pytest.warns(RuntimeWarning, match="could not start TensorrtExecutionProvider; running on CUDA"):
+        backend = onnxruntime_backend.load(toy, device="cuda")  # chosen automatically: reported, not refused
+    info = backend.describe()
+    assert info["providers"][0] == "CUDAExecutionProvider" and info["device"] == "cuda:0"
+
+
+def test_free_memory_is_of_the_backends_device_with_a_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in cuda-python runtime (no GPU here): two devices with different free memory."""
+    from lightbsr import cuda
+
+    class FakeCudart:
+        current = 0
+        free: ClassVar[dict[int, int]] = {0: 1 << 30, 1: 5 << 30}
+
+        def cudaSetDevice(self, device: int) -> tuple[int]:
+            FakeCudart.current = device
+            return (0,)
+
+        def cudaMemGetInfo(self) -> tuple[int, int, int]:
+            return 0, self.free[self.current], 80 << 30
+
+    monkeypatch.setattr(cuda, "import_cudart", lambda: FakeCudart())
+    backend = object.__new__(onnxruntime_backend.OnnxRuntimeBackend)
+    backend.device = "cuda:1"
+    assert backend.free_memory() == 5 << 30

@@ -31,8 +31,14 @@ import pytest
 from runtime_tensorrt_graphs import expected_sr, write_toy_model
 
 from lightbsr import contract
+from lightbsr.benchmarks.consistency import psnr
 from lightbsr.cli import main
-from lightbsr.engine import (
+from lightbsr.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ModelFileError
+from lightbsr.files import sha256_file
+from lightbsr.runtime import Upscaler, device_buffers
+from lightbsr.runtime import tensorrt_backend as trtb
+from lightbsr.tensorrt import autobuild, loader
+from lightbsr.tensorrt.engine import (
     BuildSettings,
     EngineCache,
     EngineSidecar,
@@ -44,13 +50,8 @@ from lightbsr.engine import (
     sidecar_path,
     write_sidecar,
 )
-from lightbsr.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ModelFileError
-from lightbsr.export.tensorrt.onnx_info import read_onnx_info
-from lightbsr.export.tensorrt.plan import plan_build
-from lightbsr.files import sha256_file
-from lightbsr.runtime import Upscaler
-from lightbsr.runtime import tensorrt_backend as trtb
-from lightbsr.runtime.consistency import psnr
+from lightbsr.tensorrt.onnx_info import read_onnx_info
+from lightbsr.tensorrt.plan import plan_build
 
 ROOT = Path(__file__).resolve().parent.parent
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
@@ -60,7 +61,7 @@ TRT10 = "10.13.0.35"
 # --------------------------------------------------------------------------- the stand-ins
 
 
-class FakeMemory(trtb.DeviceBuffers):
+class FakeMemory(device_buffers.DeviceBuffers):
     """Device memory as numpy byte arrays keyed by made-up addresses."""
 
     kind = "fake"
@@ -152,6 +153,9 @@ class FakeContext:
         self.addresses: dict[str, int] = {}
 
     def set_optimization_profile_async(self, index: int, stream: int) -> bool:
+        if self.engine.fake.profile_error:  # as the bindings do: log the reason, then raise (never return False)
+            self.engine.fake.logger.log(self.engine.fake.ILogger.Severity.ERROR, self.engine.fake.profile_error)
+            raise RuntimeError("Error Code 3: API Usage Error (set_optimization_profile_async)")
         self.profile = index
         return True
 
@@ -196,6 +200,7 @@ class FakeTensorRT(types.ModuleType):
         self.memory: FakeMemory | None = None
         self.runs: list[tuple[str, dict[str, tuple[int, ...]]]] = []
         self.logger: Any = None
+        self.profile_error = ""  # set: switching optimization profiles fails with this reason
         fake = self
 
         class Severity(enum.IntEnum):
@@ -224,6 +229,8 @@ class FakeTensorRT(types.ModuleType):
                     return None
 
         self.Runtime = Runtime
+        if name == "tensorrt":
+            self.Builder = object  # the full module builds (the builder itself is a BuildFunction in these tests)
 
 
 def write_fake_engine(
@@ -257,7 +264,7 @@ class Builds:
     def __init__(self) -> None:
         self.built: list[tuple[str, BuildSettings]] = []
 
-    def __call__(self, onnx_path: Path, engine: Path, settings: BuildSettings) -> EngineSidecar:
+    def __call__(self, onnx_path: Path, engine: Path, settings: BuildSettings, device: int = 0) -> EngineSidecar:
         self.built.append((onnx_path.name, settings))
         return write_fake_engine(onnx_path, engine, settings)
 
@@ -268,7 +275,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeTensorRT:
     fake = FakeTensorRT()
     fake.memory = FakeMemory()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trtb, "detect_gpu", lambda index=0: H100)
+    monkeypatch.setattr(loader, "detect_gpu", lambda index=0: H100)
     monkeypatch.setattr(trtb, "open_buffers", lambda buffers, index: fake.memory)
     return fake
 
@@ -288,7 +295,8 @@ def _prebuilt(
 ) -> Path:
     """``folder/toy.engine`` and its split engines, as ``lightbsr build`` writes them."""
     folder.mkdir(exist_ok=True)
-    full, estimator, restorer = trtb.split_model_paths(onnx_model)
+    graphs = contract.resolve_graphs(onnx_model)
+    full, estimator, restorer = graphs.full, graphs.estimator, graphs.restorer
     target = folder / "toy.engine"
     est_engine, res_engine = contract.split_paths(target)
     for source, engine, shapes in (
@@ -309,23 +317,23 @@ def test_import_tensorrt_needs_a_real_module(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "tensorrt", stub_namespace)
     for name in ("tensorrt_lean", "tensorrt_dispatch"):
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
-    assert trtb.import_tensorrt() is None
+    assert loader.import_tensorrt() is None
     lean = FakeTensorRT(name="tensorrt_lean")
     monkeypatch.setitem(sys.modules, "tensorrt_lean", lean)
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None and found.name == "tensorrt_lean" and found.lean and found.module is lean
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None and found.name == "tensorrt" and not found.lean and found.version == TRT10
 
 
 def test_missing_tensorrt_or_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, toy: Path) -> None:
-    for name in trtb.RUNTIME_MODULES:
+    for name in loader.RUNTIME_MODULES:
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(BackendUnavailableError, match="needs TensorRT and an NVIDIA GPU; found: no tensorrt module"):
         trtb.load(toy)
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
-    monkeypatch.setattr(trtb, "detect_gpu", lambda index=0: None)
+    monkeypatch.setattr(loader, "detect_gpu", lambda index=0: None)
     with pytest.raises(BackendUnavailableError, match=f"found: tensorrt {TRT10} but no CUDA device 1"):
         trtb.load(toy, device="cuda:1")
     with pytest.raises(ConfigError, match="NVIDIA GPUs only"):
@@ -337,16 +345,16 @@ def test_missing_tensorrt_or_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPa
 
 
 def test_buffers_need_torch_cuda_or_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trtb, "_cuda_torch", lambda: None)
-    monkeypatch.setattr(trtb, "_import_cudart", lambda: None)
+    monkeypatch.setattr(device_buffers, "_cuda_torch", lambda: None)
+    monkeypatch.setattr(device_buffers, "import_cudart", lambda: None)
     with pytest.raises(BackendUnavailableError, match="torch with CUDA or cuda-python"):
-        trtb.open_buffers("auto", 0)
+        device_buffers.open_buffers("auto", 0)
     with pytest.raises(BackendUnavailableError, match="buffers='torch' needs torch built with CUDA"):
-        trtb.open_buffers("torch", 0)
+        device_buffers.open_buffers("torch", 0)
     with pytest.raises(ConfigError, match="unknown buffers"):
-        trtb.open_buffers("pinned", 0)
+        device_buffers.open_buffers("pinned", 0)
     memory = FakeMemory()
-    assert trtb.open_buffers(memory, 0) is memory
+    assert device_buffers.open_buffers(memory, 0) is memory
 
 
 def test_buffer_slots_grow_and_are_reused() -> None:
@@ -373,7 +381,7 @@ def test_engine_shapes_follow_images_and_tiling() -> None:
     assert per_tile.lr_range(contract.GRAPH_ESTIMATOR) == per_tile.lr_range(contract.GRAPH_RESTORER)
     whole = trtb.engine_shapes([(130, 20)], tile=0, tile_batch=8)
     assert (whole.image, whole.tile, whole.batch) == (256, 256, 1)
-    assert trtb.engine_shapes([]).image == trtb.DEFAULT_IMAGE_SIDE
+    assert trtb.engine_shapes([]).image == autobuild.DEFAULT_IMAGE_SIDE
     assert trtb.engine_shapes([(10, 10)], tile=None).tile == 64
     with pytest.raises(ConfigError, match="at least 1"):
         trtb.EngineShapes(batch=0)
@@ -403,7 +411,7 @@ def test_choose_profile_picks_the_first_that_fits_and_names_the_ranges() -> None
 
 
 def _build(toy: Path, cache: Path, builds: Builds, shapes: trtb.EngineShapes, **options: Any) -> dict[str, Path]:
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None
     engines, _ = trtb.build_or_reuse(
         toy, shapes=shapes, fp16=False, cache=EngineCache(cache), tensorrt=found, gpu=H100, builder=builds, **options
@@ -435,14 +443,14 @@ def test_split_engines_are_built_once_then_reused(fake_trt: FakeTensorRT, toy: P
 
 def test_builds_refused_before_building(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
     builds = Builds()
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     assert found is not None
-    lean = trtb.TensorRTModule(found.module, "tensorrt_lean", TRT10)
+    lean = loader.TensorRTModule(found.module, "tensorrt_lean", TRT10)
     with pytest.raises(BackendUnavailableError, match="needs the full tensorrt package"):
         trtb.build_or_reuse(
             toy, shapes=trtb.EngineShapes(), fp16=False, cache=EngineCache(tmp_path), tensorrt=lean, gpu=H100
         )
-    trt11 = trtb.TensorRTModule(found.module, "tensorrt", "11.0.0.1")
+    trt11 = loader.TensorRTModule(found.module, "tensorrt", "11.0.0.1")
     with pytest.raises(ConfigError, match="--fp16 cannot be honoured by TensorRT 11"):
         trtb.build_or_reuse(
             toy, shapes=trtb.EngineShapes(), fp16=True, cache=EngineCache(tmp_path), tensorrt=trt11, gpu=H100
@@ -647,7 +655,7 @@ def test_cli_builds_engines_on_first_use_then_reuses_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     builds = Builds()
-    monkeypatch.setattr(trtb, "_default_builder", builds)
+    monkeypatch.setattr(autobuild, "_default_builder", builds)
     image = _write_png(tmp_path / "in.png", 20, 14)
     cache = tmp_path / "cache"
 
@@ -669,3 +677,39 @@ def test_cli_builds_engines_on_first_use_then_reuses_them(
     assert len(builds.built) == 2 and "building" not in err  # same image size, tile and TensorRT: reused
     upscale("--tile-batch", "4")
     assert len(builds.built) == 3  # the restorer's batch changed; the estimator engine is reused
+
+
+def test_profile_switch_error_names_tensorrts_reason_with_a_stand_in(
+    fake_trt: FakeTensorRT, toy: Path, tmp_path: Path
+) -> None:
+    """Stand-in TensorRT (no GPU here) whose set_optimization_profile_async raises, as the real bindings do."""
+    small = ShapeRange((1, 3, 8, 8), (1, 3, 16, 16), (1, 3, 16, 16))
+    large = ShapeRange((1, 3, 17, 17), (1, 3, 32, 32), (1, 3, 32, 32))
+    for split in contract.split_paths(toy):
+        split.unlink()
+    engine = tmp_path / "toy.engine"
+    write_fake_engine(toy, engine, BuildSettings(profiles=(small, large)))
+    backend = trtb.load(engine)
+    assert backend.forward(np.zeros((1, 3, 16, 16), np.float32)).shape == (1, 3, 64, 64)
+    fake_trt.profile_error = "profile 1 is in use by another execution context"
+    with pytest.raises(RuntimeError, match="cannot select profile 1: profile 1 is in use by another execution context"):
+        backend.forward(np.zeros((1, 3, 24, 24), np.float32))
+
+
+def test_engines_are_built_on_the_device_asked_for_with_a_stand_in(
+    fake_trt: FakeTensorRT, toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stand-in TensorRT and CUDA (no GPU here): two GPUs; an engine is built and tuned on the current device."""
+    from lightbsr import cuda
+
+    gpus = {0: GpuInfo("NVIDIA A100-SXM4-80GB", "8.0"), 1: H100}
+    current = {"device": 0}
+    monkeypatch.setattr(loader, "detect_gpu", lambda index=0: gpus.get(index))
+    monkeypatch.setattr(cuda, "select_device", lambda index: current.update(device=index))
+
+    def build_here(onnx_path: Path, engine: Path, settings: BuildSettings) -> EngineSidecar:
+        return write_fake_engine(onnx_path, engine, settings, gpu=gpus[current["device"]])
+
+    backend = trtb.load(toy, device="cuda:1", engine_cache=tmp_path / "cache", builder=build_here)
+    assert backend.gpu == H100 and backend.device == "cuda:1"
+    assert {engine.sidecar.gpu_name for engine in backend.engines} == {H100.name}

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from lightbsr import contract
-from lightbsr.engine import detect_gpu, sidecar_path
-from lightbsr.runtime import Upscaler
+from lightbsr.benchmarks.consistency import psnr
+from lightbsr.cuda import import_cudart
+from lightbsr.runtime import Upscaler, device_buffers
 from lightbsr.runtime import tensorrt_backend as trtb
-from lightbsr.runtime.consistency import psnr
+from lightbsr.tensorrt import loader
+from lightbsr.tensorrt.engine import detect_gpu, sidecar_path
 
 pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
 
@@ -27,10 +29,10 @@ SIZE = (40, 52)
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    found = trtb.import_tensorrt()
+    found = loader.import_tensorrt()
     if found is None or found.lean or detect_gpu() is None:
         pytest.skip("needs TensorRT and a CUDA GPU")
-    if trtb._cuda_torch() is None and trtb._import_cudart() is None:
+    if device_buffers._cuda_torch() is None and import_cudart() is None:
         pytest.skip("needs torch with CUDA or cuda-python for device buffers")
     torch = pytest.importorskip("torch", reason="needs torch to export the test model")
     torch.set_num_threads(1)
@@ -66,9 +68,9 @@ def test_engines_from_onnx_match_onnxruntime_and_are_cached(exported: Path, lr: 
 
 @pytest.mark.parametrize("buffers", ["torch", "cuda-python"])
 def test_prebuilt_engines_on_each_kind_of_buffers(exported: Path, lr: np.ndarray, tmp_path: Path, buffers: str) -> None:
-    if buffers == "torch" and trtb._cuda_torch() is None:
+    if buffers == "torch" and device_buffers._cuda_torch() is None:
         pytest.skip("needs torch with CUDA")
-    if buffers == "cuda-python" and trtb._import_cudart() is None:
+    if buffers == "cuda-python" and import_cudart() is None:
         pytest.skip("needs cuda-python")
     cache = tmp_path / "cache"
     shapes = trtb.engine_shapes([SIZE], tile=32)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from runtime_models import reference_student
 
+from lightbsr.benchmarks.consistency import psnr
 from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
 from lightbsr.models import build_model
 from lightbsr.runtime import IDR, Backend, Upscaler, memory
-from lightbsr.runtime.consistency import psnr
 from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 
 SCALE = 4

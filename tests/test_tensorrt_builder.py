@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import tensorrt_onnx
 
-from lightbsr.engine import BuildSettings, GpuInfo, ShapeRange, check_engine, sidecar_path
 from lightbsr.errors import EngineBuildError, ModelFileError
-from lightbsr.export.tensorrt import builder
+from lightbsr.tensorrt import builder, loader
+from lightbsr.tensorrt.engine import BuildSettings, GpuInfo, ShapeRange, check_engine, sidecar_path
 
 GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 
@@ -31,6 +31,7 @@ class FakeTensorRT(types.ModuleType):
         super().__init__("tensorrt")
         self.__version__ = version
         self.calls: list[tuple[Any, ...]] = []
+        self.live_parsers = 0  # OnnxParser objects not yet garbage-collected
         fake = self
 
         class Severity(enum.IntEnum):
@@ -91,6 +92,9 @@ class FakeTensorRT(types.ModuleType):
                 return Profile()
 
             def build_serialized_network(self, network: str, config: Config) -> bytes | None:
+                if not fake.live_parsers:  # the network points into weights its parser owns (as in TensorRT)
+                    self.logger.log(Severity.ERROR, "the network's weights were freed with its OnnxParser")
+                    return None
                 if not build_ok:
                     self.logger.log(Severity.ERROR, "out of\nmemory")  # type: ignore[attr-defined]
                     return None
@@ -113,7 +117,10 @@ class FakeTensorRT(types.ModuleType):
             num_errors = 0 if parse_ok else 1
 
             def __init__(self, network: str, logger: ILogger) -> None:
-                pass
+                fake.live_parsers += 1
+
+            def __del__(self) -> None:
+                fake.live_parsers -= 1
 
             def parse_from_file(self, path: str) -> bool:
                 fake.calls.append(("parse", path))
@@ -135,6 +142,7 @@ class FakeTensorRT(types.ModuleType):
             NONE="NONE", AMPERE_PLUS="AMPERE_PLUS", SAME_COMPUTE_CAPABILITY="SAME_COMPUTE_CAPABILITY"
         )
         self.MemoryPoolType = names(WORKSPACE="WORKSPACE")
+        self.Runtime = object  # the real module has one; the import probe looks for it
         self.Dims = list
 
     def configured(self, kind: str) -> list[Any]:
@@ -148,7 +156,7 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def install(monkeypatch: pytest.MonkeyPatch, fake: FakeTensorRT) -> FakeTensorRT:
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(builder, "detect_gpu", lambda: GPU)
+    monkeypatch.setattr(loader, "detect_gpu", lambda device=0: GPU)
     return fake
 
 
@@ -215,6 +223,29 @@ def test_cli_build_without_a_gpu(graphs: dict[str, Path], tmp_path: Path, monkey
     from lightbsr.cli import main
 
     install(monkeypatch, FakeTensorRT("10.13"))
-    monkeypatch.setattr(builder, "detect_gpu", lambda: None)
+    monkeypatch.setattr(loader, "detect_gpu", lambda device=0: None)
     assert main(["build", str(graphs["lightbsr_full"]), "-o", str(tmp_path / "m.engine")]) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parser_outlives_the_build_with_a_stand_in(
+    graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stand-in TensorRT (no GPU here) whose network dies with its OnnxParser, as the real one's weights do."""
+    install(monkeypatch, FakeTensorRT("10.13.0.35"))
+    sidecar = builder.build_engine(graphs["lightbsr_full"], tmp_path / "m.engine", BuildSettings(), progress=False)
+    assert (tmp_path / "m.engine").read_bytes() == b"serialized plan" and sidecar.precision == "fp32"
+
+
+def test_build_selects_and_records_the_device_with_a_stand_in(
+    graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stand-in TensorRT and CUDA (no GPU here): two GPUs; TensorRT builds on the current device."""
+    from lightbsr import cuda
+
+    trt = install(monkeypatch, FakeTensorRT("10.13.0.35"))
+    gpus = {0: GpuInfo("NVIDIA A100-SXM4-80GB", "8.0"), 1: GPU}
+    monkeypatch.setattr(loader, "detect_gpu", lambda device=0: gpus.get(device))
+    monkeypatch.setattr(cuda, "select_device", lambda device: trt.calls.append(("device", device)))
+    sidecar = builder.build_engine(graphs["lightbsr_full"], tmp_path / "m.engine", BuildSettings(), device=1)
+    assert sidecar.gpu_name == GPU.name and trt.calls[0] == ("device", 1)  # selected before anything else

@@ -11,8 +11,8 @@ import pytest
 import tensorrt_onnx
 
 from lightbsr.cli import build_parser, main
-from lightbsr.export.tensorrt.builder import installed_version
-from lightbsr.export.tensorrt.onnx_info import read_onnx_info
+from lightbsr.tensorrt.loader import installed_version
+from lightbsr.tensorrt.onnx_info import read_onnx_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,3 +161,15 @@ def test_installed_stubs_parse_once_fixed() -> None:
 def test_installed_version_is_a_version_or_none() -> None:
     version = installed_version()
     assert version is None or version[0].isdigit()
+
+
+def test_print_trtexec_without_bindings_does_not_promise_same_cc(
+    graphs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without bindings the version is unknown: JetPack 6's trtexec (10.3) rejects sameComputeCapability."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    args = ("build", graphs["lightbsr_full"], "-o", tmp_path / "m.engine", "--print-trtexec")
+    err = fails(capsys, *args, "--hardware-compatibility", "same-cc")
+    assert "--trt-version" in err
+    assert main([str(a) for a in (*args, "--hardware-compatibility", "same-cc", "--trt-version", "10.9")]) == 0
+    assert "--hardwareCompatibilityLevel=sameComputeCapability" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Engine sidecar, compatibility checks and the engine cache (lightbsr.engine; no TensorRT needed)."""
+"""Engine sidecar, compatibility checks and the engine cache (lightbsr.tensorrt.engine; no TensorRT needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lightbsr.engine import (
+from lightbsr.errors import ConfigError, EngineMismatchError
+from lightbsr.files import sha256_file
+from lightbsr.tensorrt.engine import (
     BuildSettings,
     EngineCache,
     EngineSidecar,
@@ -25,8 +27,6 @@ from lightbsr.engine import (
     version_compatible_runtime,
     write_sidecar,
 )
-from lightbsr.errors import ConfigError, EngineMismatchError
-from lightbsr.files import sha256_file
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 ORIN = GpuInfo("Orin", "8.7")
@@ -219,7 +219,8 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_engine_module_imports_without_torch_or_tensorrt() -> None:
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['tensorrt'] = None\n"
-        "import lightbsr.engine, lightbsr.export.tensorrt, lightbsr.export.tensorrt.cli\n"
+        "import lightbsr.tensorrt.engine, lightbsr.tensorrt, lightbsr.tensorrt.loader, lightbsr.export.build_cli\n"
+        "import lightbsr.tensorrt.builder, lightbsr.tensorrt.autobuild, lightbsr.runtime.tensorrt_backend\n"
         "assert 'onnx' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -15,9 +15,10 @@ import pytest
 import tensorrt_onnx
 
 from lightbsr.cli import main
-from lightbsr.engine import BuildSettings, ShapeRange, detect_gpu, sidecar_path
 from lightbsr.errors import EngineMismatchError
-from lightbsr.export.tensorrt.builder import get_or_build, installed_version, load_engine
+from lightbsr.tensorrt.builder import build_engine
+from lightbsr.tensorrt.engine import BuildSettings, EngineCache, ShapeRange, detect_gpu, sidecar_path
+from lightbsr.tensorrt.loader import EngineLoader, import_tensorrt, installed_version
 
 pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
 
@@ -42,18 +43,29 @@ def graphs(tmp_path_factory: pytest.TempPathFactory, trt_version: str) -> dict[s
     return tensorrt_onnx.onnx_graphs(tmp_path_factory)
 
 
+def load_engine(engine_path: Path) -> Any:
+    """Check the sidecar, then deserialize (the loader stays alive with the engine)."""
+    found, gpu = import_tensorrt(full=True), detect_gpu()
+    assert found is not None and gpu is not None
+    loader = EngineLoader(found, gpu)
+    sidecar, _ = loader.check(engine_path)
+    engine = loader.load(engine_path, sidecar)
+    engine.loader = loader  # keep the runtime and logger alive as long as the engine
+    return engine
+
+
 def run_engine(engine_path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     import tensorrt as trt
     import torch
 
-    loaded = load_engine(engine_path)
-    context = loaded.engine.create_execution_context()
+    engine = load_engine(engine_path)
+    context = engine.create_execution_context()
     keep = {}
     for name, array in inputs.items():
         keep[name] = torch.from_numpy(np.ascontiguousarray(array)).cuda()
         assert context.set_input_shape(name, tuple(array.shape))
         assert context.set_tensor_address(name, keep[name].data_ptr())
-    dtype = torch.from_numpy(np.empty(0, trt.nptype(loaded.engine.get_tensor_dtype("sr")))).dtype
+    dtype = torch.from_numpy(np.empty(0, trt.nptype(engine.get_tensor_dtype("sr")))).dtype
     out = torch.empty(tuple(context.get_tensor_shape("sr")), dtype=dtype, device="cuda")
     assert context.set_tensor_address("sr", out.data_ptr())
     stream = torch.cuda.current_stream()
@@ -145,9 +157,16 @@ def test_version_compatible_engine_loads(graphs: dict[str, Path], tmp_path: Path
     np.testing.assert_allclose(run_engine(engine, inputs), run_ort(graphs["lightbsr_full"], inputs), atol=5e-3)
 
 
-def test_get_or_build_reuses_the_cached_engine(graphs: dict[str, Path], tmp_path: Path, trt_version: str) -> None:
+def test_engine_cache_reuses_the_built_engine(graphs: dict[str, Path], tmp_path: Path, trt_version: str) -> None:
     settings = BuildSettings(profiles=(ShapeRange((1, 3, 8, 8), (1, 3, 16, 16), (1, 3, 16, 16)),))
-    first = get_or_build(graphs["kdsr_restorer"], settings, cache_dir=tmp_path / "cache")
+    gpu = detect_gpu()
+    assert gpu is not None
+    cache = EngineCache(tmp_path / "cache")
+    first = cache.get_or_build(
+        graphs["kdsr_restorer"], settings, tensorrt_version=trt_version, gpu=gpu, build=build_engine
+    )
     built_at = first.stat().st_mtime_ns
-    again = get_or_build(graphs["kdsr_restorer"], settings, cache_dir=tmp_path / "cache")
+    again = cache.get_or_build(
+        graphs["kdsr_restorer"], settings, tensorrt_version=trt_version, gpu=gpu, build=build_engine
+    )
     assert again == first and again.stat().st_mtime_ns == built_at

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from lightbsr.engine import BuildSettings
 from lightbsr.errors import ConfigError
-from lightbsr.export.tensorrt.plan import plan_build
+from lightbsr.tensorrt.engine import BuildSettings
+from lightbsr.tensorrt.plan import plan_build
 
 PRECISION_FLAGS = {"FP16", "INT8"}
 
@@ -71,7 +71,7 @@ def test_strongly_typed_fp16_request_on_fp32_onnx_is_refused_on_trt10() -> None:
 
 def test_same_compute_capability_needs_trt_10_9() -> None:
     assert "10.9" in refusal("10.8.0.43", "fp32", hardware_compatibility="same-cc")
-    for version in ("10.9.0.34", "10", "11.4"):
+    for version in ("10.9.0.34", "11", "11.4"):  # a bare "10" may be 10.3 (see below)
         assert plan_build(version, BuildSettings(hardware_compatibility="same-cc"), "fp32").hardware_level == (
             "SAME_COMPUTE_CAPABILITY"
         )
@@ -114,3 +114,13 @@ def test_every_combination_is_either_refused_or_consistent(version: str) -> None
             assert plan.network_flags == (("STRONGLY_TYPED",) if plan.strongly_typed else ())
         if settings.fp16 and plan.precision == "fp32":
             pytest.fail(f"--fp16 silently dropped: {settings} {precision} → {plan}")
+
+
+def test_a_bare_major_version_is_its_oldest_release() -> None:
+    """JetPack 6 ships trtexec 10.3, which has no sameComputeCapability: "10" must not promise it."""
+    with pytest.raises(ConfigError, match="--trt-version"):
+        plan_build("10", BuildSettings(hardware_compatibility="same-cc"), "fp32")
+    assert plan_build("10.9", BuildSettings(hardware_compatibility="same-cc"), "fp32").hardware_level == (
+        "SAME_COMPUTE_CAPABILITY"
+    )
+    assert plan_build("11", BuildSettings(hardware_compatibility="same-cc"), "fp32").trt_major == 11

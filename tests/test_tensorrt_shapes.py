@@ -1,4 +1,4 @@
-"""Shape profiles: parsing NCHW specs and deriving every other input's shape from lr (lightbsr.engine)."""
+"""Shape profiles: parsing NCHW specs and deriving every other input's shape from lr (lightbsr.tensorrt.engine)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lightbsr.engine import (
+from lightbsr.errors import ConfigError
+from lightbsr.tensorrt.engine import (
     ShapeRange,
     check_range,
     derive_input_shape,
@@ -14,7 +15,6 @@ from lightbsr.engine import (
     format_shape,
     parse_shape,
 )
-from lightbsr.errors import ConfigError
 
 RESTORER = {"lr": (None, 3, None, None), "idr_channel": (None, 48), "idr_spatial": (None, 8, None, None)}
 

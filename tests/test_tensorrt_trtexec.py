@@ -10,11 +10,11 @@ import pytest
 import tensorrt_onnx
 
 from lightbsr.cli import main
-from lightbsr.engine import BuildSettings, ShapeRange, derive_profile
 from lightbsr.errors import ConfigError
-from lightbsr.export.tensorrt.onnx_info import read_onnx_info
-from lightbsr.export.tensorrt.plan import plan_build
-from lightbsr.export.tensorrt.trtexec import parse_trtexec_command, trtexec_command
+from lightbsr.tensorrt.engine import BuildSettings, ShapeRange, derive_profile
+from lightbsr.tensorrt.onnx_info import read_onnx_info
+from lightbsr.tensorrt.plan import plan_build
+from lightbsr.tensorrt.trtexec import parse_trtexec_command, trtexec_command
 
 ISSUE_PROFILE = ["--min-shape", "1x3x64x64", "--opt-shape", "lr:1x3x256x256", "--max-shape", "4x3x512x512"]
 
@@ -86,7 +86,9 @@ def test_every_builder_flag(graphs: dict[str, Path], capsys: pytest.CaptureFixtu
     assert "--builderOptimizationLevel=5" in argv
     assert "--versionCompatible" in argv
     assert "--hardwareCompatibilityLevel=ampere+" in argv
-    same_cc = print_trtexec(capsys, graphs["lightbsr_full"], "--hardware-compatibility", "same-cc")
+    same_cc = print_trtexec(
+        capsys, graphs["lightbsr_full"], "--hardware-compatibility", "same-cc", "--trt-version", "10.9"
+    )
     assert "--hardwareCompatibilityLevel=sameComputeCapability" in same_cc
 
 

@@ -8,10 +8,10 @@ import json
 import os
 import sys
 
-from lightbsr.cli import add_command
+from lightbsr.argparsing import add_command
 
 TRAIN_DESCRIPTION = """\
-Train a teacher, then distil it into a student (the LightBSR / KDSR protocol of MODELS.md).
+Train a teacher, then distil it into a student (the LightBSR / KDSR protocol of docs/models.md).
 
   lightbsr train teacher --arch lightbsr --setting 1 --data DF2K/ --out runs/t1 --val-data Set5/
   lightbsr train student --arch lightbsr --setting 1 --data DF2K/ --out runs/s1 --teacher runs/t1 --val-data Set5/

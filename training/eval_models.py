@@ -19,7 +19,7 @@ import torch
 
 from lightbsr.contract import INPUT_LR, META_SCALE, OUTPUT_SR
 from lightbsr.degradation import isotropic_kernel
-from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError
+from lightbsr.errors import ConfigError, ModelFileError
 from lightbsr.evaluation import EvalResult, UpscaleFn, bicubic_upscale, evaluate
 
 __all__ = ["EvalModel", "evaluate_model", "load_eval_model", "summary"]
@@ -51,7 +51,9 @@ def load_eval_model(spec: str, scale: int, setting: int, device: torch.device) -
         raise ModelFileError(
             f"{spec}: no such model file (expected a .safetensors checkpoint, an .onnx file, 'bicubic' or 'default')"
         )
-    if path.suffix.lower() == ".onnx":
+    from lightbsr.runtime.backend import model_kind
+
+    if model_kind(path) == "onnxruntime":
         return _onnx_model(path, scale)
     return _checkpoint_model(path, scale, device, spec)
 
@@ -78,29 +80,29 @@ def _checkpoint_model(path: Path, scale: int, device: torch.device, name: str) -
 
 
 def _onnx_model(path: Path, scale: int) -> EvalModel:
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise BackendUnavailableError("evaluating an ONNX file needs onnxruntime (pip install onnxruntime)") from err
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types for bad files
-        raise ModelFileError(f"{path}: not a loadable ONNX model ({str(err).strip().splitlines()[0]})") from err
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
+    """A full graph (lr → sr, any ONNX with those tensors) on ONNX Runtime's CPU provider.
+
+    Opened with the runtime's one session factory (:func:`lightbsr.runtime.onnxruntime_backend.session`):
+    unlike ``lightbsr upscale``, eval also takes ONNX models that lightbsr did not export.
+    """
+    from lightbsr.runtime.onnxruntime_backend import run, session
+
+    model = session(path)
+    inputs = {i.name: i for i in model.get_inputs()}
+    outputs = {o.name for o in model.get_outputs()}
     if set(inputs) != {INPUT_LR} or OUTPUT_SR not in outputs:
         raise ModelFileError(
             f"{path}: expected a full graph with input {INPUT_LR!r} and output {OUTPUT_SR!r}, "
             f"got inputs {sorted(inputs)} and outputs {sorted(outputs)}"
         )
-    meta = session.get_modelmeta().custom_metadata_map or {}
+    meta = model.get_modelmeta().custom_metadata_map or {}
     if meta.get(META_SCALE) and int(meta[META_SCALE]) != scale:
         raise ConfigError(f"{path} is a ×{meta[META_SCALE]} model; pass --scale {meta[META_SCALE]}")
     dtype = np.float16 if inputs[INPUT_LR].type == "tensor(float16)" else np.float32
 
     def upscale(lr: torch.Tensor) -> torch.Tensor:
-        (sr,) = session.run([OUTPUT_SR], {INPUT_LR: lr.detach().cpu().numpy().astype(dtype)})
-        return torch.from_numpy(np.asarray(sr, dtype=np.float32))
+        (sr,) = run(model, {INPUT_LR: lr.detach().cpu().numpy().astype(dtype)}, [OUTPUT_SR])
+        return torch.from_numpy(sr)
 
     return EvalModel(str(path), "onnx", lambda sigma: upscale)
 

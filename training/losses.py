@@ -1,4 +1,4 @@
-"""Loss functions of teacher and student training (MODELS.md; the authors' reference code).
+"""Loss functions of teacher and student training (docs/models.md; the authors' reference code).
 
 All losses are computed in float32 whatever autocast precision produced their inputs.
 """

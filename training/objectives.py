@@ -6,7 +6,7 @@ noise, stage)`` returns a dict of scalar losses whose ``"loss"`` entry is the to
 back-propagate (the others are detached, for logging); wrapping the whole objective in
 ``DistributedDataParallel`` keeps every forward pass inside the DDP wrapper.
 
-Stages (MODELS.md, the authors' trainers):
+Stages (docs/models.md, the authors' trainers):
 
 * LightBSR teacher — stage 1: estimator + projector, MoCo contrastive loss over ``D``
   crops; stage 2: everything, ``L1(SR, HR)`` on 0–255 values + contrastive loss.

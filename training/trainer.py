@@ -1,7 +1,7 @@
 """The training loop: schedule, stages, AMP, DDP, logs, validation, checkpoints and exact resume.
 
 ``train(TrainConfig(...))`` runs one teacher or student training of the papers' protocol
-(MODELS.md), measured in iterations rather than epochs:
+(docs/models.md), measured in iterations rather than epochs:
 
 * **Stages.** Iterations ``[0, stage1)`` are stage 1 (estimator pre-training /
   distillation only), the rest stage 2 (whole network). By default ``stage1 =
@@ -33,25 +33,19 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gc
 import hashlib
 import json
 import math
 import os
-import random
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -60,13 +54,14 @@ from tqdm import tqdm
 
 from lightbsr.checkpoint import read_checkpoint, save_checkpoint
 from lightbsr.degradation import kernel_pca
-from lightbsr.errors import BackendUnavailableError, CheckpointError, ConfigError, LightBSRError
+from lightbsr.errors import CheckpointError, ConfigError, LightBSRError
 from lightbsr.hardware import available_cpus, describe_machine
 from lightbsr.models import LightBSRTeacher, ModelConfig, build_model
 from lightbsr.models.convert import load_strict
 
 from . import state as run_state
 from .data import CropDataset, ImageStore, IterationBatches, list_training_images, synthesize
+from .logs import CsvLog, LossWindow, open_tensorboard, truncate_csv
 from .objectives import (
     KDSRStudentObjective,
     KDSRTeacherObjective,
@@ -75,6 +70,7 @@ from .objectives import (
     Objective,
     init_student_from_teacher,
 )
+from .process import StopRequest, iteration_seed, seed_everything, setup_process
 from .schedule import ClockSchedule, Schedule, format_duration
 from .validation import Validator
 
@@ -259,53 +255,6 @@ class TrainResult:
     time_budget: float | None = None
 
 
-# --------------------------------------------------------------------------- processes and devices
-
-
-@dataclass(frozen=True)
-class _Process:
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def _setup_process(device_name: str | None) -> _Process:
-    """Pick the device; under ``torchrun`` (WORLD_SIZE > 1) join the process group, one GPU per rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    wants_cuda = device_name == "cuda" or (device_name is None and torch.cuda.is_available())
-    if device_name not in (None, "cpu", "cuda"):
-        raise ConfigError(f"--device must be cpu or cuda, got {device_name!r}")
-    if wants_cuda and not torch.cuda.is_available():
-        raise BackendUnavailableError("--device cuda: no CUDA device is available to PyTorch")
-    if world <= 1:
-        return _Process(0, 1, torch.device("cuda" if wants_cuda else "cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if wants_cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if wants_cuda else "gloo")
-    device = torch.device("cuda", local) if wants_cuda else torch.device("cpu")
-    return _Process(dist.get_rank(), dist.get_world_size(), device)
-
-
-def _iteration_seed(seed: int, iteration: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, 2, iteration, rank]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------- teachers
 
 
@@ -392,137 +341,6 @@ def _loss_names(objective: Objective) -> list[str]:
     return names[type(objective)]
 
 
-class _Window:
-    """Running sums of the losses since the last log row (kept on the device: no sync per step)."""
-
-    def __init__(self, names: list[str], device: torch.device) -> None:
-        self.names = names
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums = {n: torch.zeros((), device=self.device) for n in self.names}
-        self.counts = dict.fromkeys(self.names, 0)
-        self.session_iterations = 0
-        self.started = time.perf_counter()
-
-    def add(self, losses: dict[str, torch.Tensor]) -> None:
-        for name, value in losses.items():
-            self.sums[name] += value.detach().float()
-            self.counts[name] += 1
-        self.session_iterations += 1
-
-    def means(self, world: int = 1) -> dict[str, float]:
-        """Mean of each loss over the window; under DDP (``world`` > 1) also over the ranks (a collective)."""
-        names = [n for n in self.names if self.counts[n]]
-        if not names:
-            return {}
-        sums = torch.stack([self.sums[n] for n in names])
-        if world > 1:
-            dist.all_reduce(sums)
-            sums = sums / world
-        return {n: value / self.counts[n] for n, value in zip(names, sums.tolist(), strict=True)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sums": {n: self.sums[n].item() for n in self.names}, "counts": self.counts}
-
-    def load(self, data: dict[str, Any]) -> None:
-        self.reset()
-        for name in self.names:
-            self.sums[name] = torch.tensor(float(data["sums"][name]), device=self.device)
-            self.counts[name] = int(data["counts"][name])
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves and stops after the current iteration."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        number = signal.Signals(signum)
-        signal.signal(number, self._previous.get(number, signal.SIG_DFL))  # a second signal acts at once
-
-    @contextmanager
-    def installed(self) -> Iterator[_StopRequest]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handler)
-        try:
-            yield self
-        finally:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
-
-
-def _truncate_csv(path: Path, iteration: int) -> None:
-    """Keep the header and the rows of iterations ≤ ``iteration`` (drop those of a lost, unsaved tail)."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    kept = [rows[0]]
-    for row in rows[1:]:
-        try:
-            if len(row) == len(rows[0]) and int(row[0]) <= iteration:
-                kept.append(row)
-        except ValueError:
-            continue
-    from lightbsr.files import atomic_output
-
-    with atomic_output(path) as tmp, tmp.open("w", newline="") as handle:
-        csv.writer(handle).writerows(kept)
-
-
-class _CsvLog:
-    """Append-only CSV with a fixed header, flushed after every row.
-
-    Appending to a file written by an older version keeps that file's header (columns it
-    lacks are not written), so a resumed run's log stays one readable table.
-    """
-
-    def __init__(self, path: Path, header: list[str]) -> None:
-        existing: list[str] = []
-        if path.is_file():
-            with path.open(newline="") as handle:
-                existing = next(csv.reader(handle), [])
-        self.handle = path.open("a", newline="")
-        self.writer = csv.writer(self.handle)
-        self.header = existing or header
-        if not existing:
-            self.writer.writerow(header)
-            self.handle.flush()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow([_csv_value(row.get(name)) for name in self.header])
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _open_tensorboard(folder: Path, purge_step: int) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional (the [train] extra)
-        return None
-    return SummaryWriter(str(folder), purge_step=purge_step)
-
-
 def _checkpoint_dtype(model: nn.Module, choice: str) -> torch.dtype:
     """float32, unless ``choice`` says fp16, or it is ``auto`` and float32 weights would not fit in one file."""
     if choice == "fp16":
@@ -538,7 +356,7 @@ class Trainer:
     """One training run; see the module docstring. Use :func:`train`."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.process = _setup_process(config.device)
+        self.process = setup_process(config.device)
         device = self.process.device
         if device.type == "cpu":
             torch.set_num_threads(config.threads or max(1, available_cpus() // self.process.world))
@@ -585,7 +403,7 @@ class Trainer:
 
     def build(self) -> None:
         config, process = self.config, self.process
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         self.teacher_info: dict[str, str] | None = None
         teacher = None
         if config.role == "student":
@@ -609,7 +427,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(process.device.type, enabled=config.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-        self.window = _Window(_loss_names(objective), process.device)
+        self.window = LossWindow(_loss_names(objective), process.device)
         self.iteration = 0
         self.best: dict[str, Any] | None = None
         self._build_data()
@@ -724,7 +542,7 @@ class Trainer:
         generator = None
         if config.setting == 2:
             generator = torch.Generator(device).manual_seed(
-                _iteration_seed(config.seed, self.iteration, self.process.rank)
+                iteration_seed(config.seed, self.iteration, self.process.rank)
             )
         batch = synthesize(crops, params, config.setting, config.scale, device, generator)
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
@@ -788,7 +606,7 @@ class Trainer:
             **means,
             "it_per_s": round(speed, 4),
             "img_per_s": round(speed * self.config.batch_size, 2),
-            "elapsed_s": round(self.elapsed, 1),
+            "elapsed_s": round(self.elapsed, 3),
         }
         if self.log is not None:
             self.log.write(row)
@@ -840,7 +658,7 @@ class Trainer:
                 if self.manifest is None:
                     (self.run / name).unlink(missing_ok=True)
                 else:
-                    _truncate_csv(self.run / name, self.iteration)
+                    truncate_csv(self.run / name, self.iteration)
             run_state.write_json(self.run / "config.json", config.to_dict())
             sessions_file = self.run / "sessions.json"
             sessions = json.loads(sessions_file.read_text()) if sessions_file.is_file() else []
@@ -853,11 +671,11 @@ class Trainer:
                 }
             )
             run_state.write_json(sessions_file, sessions)
-        self.log = _CsvLog(self.run / LOG, header) if process.main else None
+        self.log = CsvLog(self.run / LOG, header) if process.main else None
         self.val_log = None
         if self.validator is not None:
-            self.val_log = _CsvLog(self.run / VAL_LOG, ["iteration", "psnr", "best"])
-        self.tensorboard = _open_tensorboard(self.run / "tensorboard", self.iteration) if process.main else None
+            self.val_log = CsvLog(self.run / VAL_LOG, ["iteration", "psnr", "best"])
+        self.tensorboard = open_tensorboard(self.run / "tensorboard", self.iteration) if process.main else None
         last: dict[str, float] = {}
         interrupted = False
         clock = isinstance(self.schedule, ClockSchedule)
@@ -874,7 +692,7 @@ class Trainer:
         probe_started = 0.0
         origin = self._now() - self.elapsed
         finished = self.schedule.done(self.iteration, self.elapsed)
-        stopper = _StopRequest()
+        stopper = StopRequest()
         try:
             with stopper.installed():
                 batches = iter(self._loader())
@@ -940,7 +758,7 @@ class Trainer:
             time_budget=config.time_budget,
         )
 
-    def _stop_requested(self, stopper: _StopRequest) -> bool:
+    def _stop_requested(self, stopper: StopRequest) -> bool:
         if not self.process.distributed:
             return stopper.requested
         flag = torch.tensor([int(stopper.requested)], device=self.process.device)

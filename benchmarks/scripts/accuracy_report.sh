@@ -64,7 +64,7 @@ doc = {name: json.loads((work / f"drops-vs-{name}.json").read_text()) for name i
 Path(sys.argv[2]).write_text(json.dumps(doc, indent=1))
 PY
 
-python -m lightbsr.runtime.consistency --checkpoint "$MODEL" --onnx "$onnx" --dataset "$BENCH/Set14" \
+python -m lightbsr.benchmarks.consistency --checkpoint "$MODEL" --onnx "$onnx" --dataset "$BENCH/Set14" \
     --sigma 2.4 --tile 64 --tile-overlap 16 --json "$OUT/tiling-set14-default.json" > "$OUT/tiling-set14-default.txt"
 
 lightbsr bench "$MODEL" --latency --onnx "$onnx" "$WORK/default.int8.onnx" "$WORK/default.int8-maxdrop.onnx" \

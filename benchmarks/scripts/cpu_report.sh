@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/scripts/cpu_report.sh
 #
-# 1. rebuilds the reference weights (authors' layout, tests/reference.py: deterministic, NOT trained)
+# 1. rebuilds the reference weights (authors' layout, tests/helpers/reference.py: deterministic, NOT trained)
 #    and converts them with `lightbsr convert`;
 # 2. exports ONNX FP32 (`lightbsr export`), converts to FP16 and INT8 Q/DQ (`lightbsr quantize`;
 #    INT8 calibrated on the Set5 images of examples/ other than baby.png, the accuracy image);
@@ -31,7 +31,7 @@ python - "$WORK/$ARCH.authors.safetensors" "$ARCH" <<'PY'
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path("tests").resolve()))
+sys.path.insert(0, str(Path("tests/helpers").resolve()))
 from reference import reference_state_dict  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -48,7 +48,7 @@ lightbsr bench "$WORK/$ARCH.safetensors" --complexity --latency \
     --onnx "$WORK/$ARCH.onnx" "$WORK/$ARCH.fp16.onnx" "$WORK/$ARCH.int8.onnx" \
     --targets torch-fp32 torch-bf16 ort-cpu --size $SIZES --batch 1 --threads "$THREADS" \
     --warmup 1 --repeats "$REPEATS" --min-repeats 2 --max-seconds "$MAX_SECONDS" \
-    --note "Weights: the authors' reference checkpoint layout rebuilt by tests/reference.py (deterministic, NOT trained): accuracy columns measure backend agreement, not image quality." \
+    --note "Weights: the authors' reference checkpoint layout rebuilt by tests/helpers/reference.py (deterministic, NOT trained): accuracy columns measure backend agreement, not image quality." \
     --note "INT8: lightbsr quantize --int8, calibrated on 16 LR crops (48×48) from examples/Set5 without baby.png; the accuracy image is a crop of examples/Set5/baby.png." \
     --note "Made by: bash benchmarks/scripts/cpu_report.sh (THREADS=$THREADS SIZES='$SIZES' REPEATS=$REPEATS MAX_SECONDS=$MAX_SECONDS)." \
     --json "$OUT/$NAME.json" --markdown "$OUT/$NAME.md" --plot "$OUT/$NAME.png" > /dev/null

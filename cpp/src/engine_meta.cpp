@@ -1,4 +1,4 @@
-// Port of the sidecar and compatibility rules of lightbsr/engine.py (same rules, same messages).
+// Port of the sidecar and compatibility rules of lightbsr/tensorrt/engine.py (same rules, same messages).
 #include "lightbsr/engine_meta.hpp"
 
 #include <algorithm>

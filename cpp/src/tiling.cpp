@@ -177,4 +177,10 @@ std::vector<float> Blender::result() const {
     return out;
 }
 
+TileCap cap_tile(int tile, int overlap, int max_height, int max_width) {
+    const int cap = std::min(max_height, max_width);
+    if (tile <= cap) return TileCap{tile, overlap, false};
+    return TileCap{cap, std::min(overlap, cap / 2), true};
+}
+
 }  // namespace lightbsr

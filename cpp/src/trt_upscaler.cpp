@@ -365,6 +365,8 @@ struct TrtUpscaler::Impl {
         } else if (file_exists(sidecar_path(path))) {
             sidecar = read_sidecar(path);
         }
+        // A version-compatible engine embeds its lean runtime: without this it deserializes to nullptr.
+        if (engine_host_code_allowed(sidecar, options.check)) runtime->setEngineHostCodeAllowed(true);
         return std::make_unique<Engine>(*runtime, path, std::move(sidecar));
     }
 
@@ -429,6 +431,19 @@ std::vector<float> TrtUpscaler::upscale_lr(const std::vector<float>& lr, int hei
         overlap = std::min(overlap == -1 ? kDefaultOverlap : overlap, tile / 2);
     } else if (tile > 0 && overlap == -1) {
         overlap = std::min(kDefaultOverlap, tile / 2);
+    }
+    if (tile > 0) {  // a tile larger than the engine takes is capped, as the Python runtime does, and said
+        const Engine& engine = impl.tile_engine();
+        const int max_h = static_cast<int>(engine.profile_range(kInputLr, 2).second);
+        const int max_w = static_cast<int>(engine.profile_range(kInputLr, 3).second);
+        const TileCap cap = cap_tile(tile, overlap, max_h, max_w);
+        if (cap.capped && impl.options.tile > 0) {
+            impl.warnings.push_back("tile " + std::to_string(tile) + " is larger than the engine takes (" +
+                                    std::to_string(max_w) + "×" + std::to_string(max_h) + " at most); using tile " +
+                                    std::to_string(cap.tile));
+        }
+        tile = cap.tile;
+        overlap = cap.overlap;
     }
     if (tile == 0 || (tile >= height && tile >= width)) tile = 0;
 

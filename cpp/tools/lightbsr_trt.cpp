@@ -31,7 +31,8 @@ constexpr const char* kUsage =
     "  -m, --model       engine file (MODEL.engine), or the stem of MODEL.estimator.engine + MODEL.restorer.engine\n"
     "  -i, --input       input image (any format OpenCV reads)\n"
     "  -o, --output      output image (format from the extension)\n"
-    "  --tile N          tile size in LR pixels; 0: never tile (default: the largest the engine's profile takes)\n"
+    "  --tile N          tile size in LR pixels; 0: never tile (default, and at most: the largest the engine's\n"
+    "                    profile takes; a larger tile is capped with a warning)\n"
     "  --tile-overlap N  overlap of neighbouring tiles in LR pixels (default: 24, at most half the tile)\n"
     "  --no-shared-idr   estimate the degradation per tile instead of once per image\n"
     "  --device N        CUDA device (default: 0)\n"
@@ -120,10 +121,10 @@ int main(int argc, char** argv) {
         cv::split(rgb, planes);
 
         lightbsr::TrtUpscaler upscaler(opts["model"], options);
-        for (const std::string& warning : upscaler.warnings()) std::cerr << "lightbsr-trt: warning: " << warning << "\n";
         const auto start = std::chrono::steady_clock::now();
         std::vector<float> sr = upscaler.upscale_lr(lr, height, width);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        for (const std::string& warning : upscaler.warnings()) std::cerr << "lightbsr-trt: warning: " << warning << "\n";
 
         const int scale = upscaler.scale(), out_h = height * scale, out_w = width * scale;
         std::vector<cv::Mat> out_planes;

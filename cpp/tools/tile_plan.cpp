@@ -3,6 +3,7 @@
 //   tile_plan HEIGHT WIDTH TILE OVERLAP [SCALE] [--windows] [--blend]
 //   tile_plan --stdin [--windows] [--blend]   (one "HEIGHT WIDTH TILE OVERLAP [SCALE]" per line,
 //                                              one JSON object per line out)
+//   tile_plan --cap TILE OVERLAP MAX_HEIGHT MAX_WIDTH   (the tile a backend taking up to that size gets)
 //
 // --windows adds each tile's float32 window (row-major, SCALE × the tile); --blend adds the
 // blend of synthetic tiles, tile i's value at (c, r, k) being ((7i + 3c + 5r + 11k) mod 17) / 16,
@@ -92,7 +93,7 @@ void print_case(const std::vector<std::string>& positional, bool windows, bool b
 
 int main(int argc, char** argv) {
     std::vector<std::string> positional;
-    bool windows = false, blend = false, from_stdin = false;
+    bool windows = false, blend = false, from_stdin = false, cap = false;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "--windows") {
@@ -101,6 +102,8 @@ int main(int argc, char** argv) {
             blend = true;
         } else if (arg == "--stdin") {
             from_stdin = true;
+        } else if (arg == "--cap") {
+            cap = true;
         } else if (arg == "-h" || arg == "--help") {
             std::puts("usage: tile_plan HEIGHT WIDTH TILE OVERLAP [SCALE] [--windows] [--blend]\n"
                       "       tile_plan --stdin [--windows] [--blend]  (one case per line)");
@@ -110,6 +113,15 @@ int main(int argc, char** argv) {
         }
     }
     try {
+        if (cap) {
+            if (positional.size() != 4) throw std::invalid_argument("expected --cap TILE OVERLAP MAX_HEIGHT MAX_WIDTH");
+            const lightbsr::TileCap got = lightbsr::cap_tile(
+                parse_int(positional[0].c_str(), "tile"), parse_int(positional[1].c_str(), "overlap"),
+                parse_int(positional[2].c_str(), "max height"), parse_int(positional[3].c_str(), "max width"));
+            std::printf("{\"tile\":%d,\"overlap\":%d,\"capped\":%s}\n", got.tile, got.overlap,
+                        got.capped ? "true" : "false");
+            return 0;
+        }
         if (!from_stdin) {
             print_case(positional, windows, blend);
             return 0;

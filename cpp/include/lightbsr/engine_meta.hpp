@@ -1,5 +1,5 @@
 // The engine sidecar (MODEL.engine.json) and the compatibility check: a C++17 port of
-// lightbsr/engine.py (EngineSidecar, read_sidecar, check_compatibility, check_engine),
+// lightbsr/tensorrt/engine.py (EngineSidecar, read_sidecar, check_compatibility, check_engine),
 // with the same rules and the same one-line messages. Needs nlohmann/json, not TensorRT:
 // tests/test_cpp_tiling.py checks it against the Python implementation.
 #pragma once
@@ -82,5 +82,13 @@ std::vector<std::string> check_compatibility(const EngineSidecar& sidecar, const
 std::pair<EngineSidecar, std::vector<std::string>> check_engine(
     const std::string& engine_path, const std::string& tensorrt_version, const GpuInfo& gpu,
     const std::optional<std::string>& onnx_sha256 = std::nullopt);
+
+// Whether the TensorRT runtime must allow engine host code (IRuntime::setEngineHostCodeAllowed(true)) before
+// deserializing this engine: a version-compatible engine (`lightbsr build --version-compatible`, the TensorRT
+// 10 → 11 path) embeds its lean runtime and deserializes to nullptr otherwise, as trtexec knows. Unchecked engines
+// (--no-check: the sidecar is not trusted to say) are allowed too.
+inline bool engine_host_code_allowed(const EngineSidecar& sidecar, bool checked) {
+    return sidecar.version_compatible || !checked;
+}
 
 }  // namespace lightbsr

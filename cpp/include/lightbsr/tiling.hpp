@@ -28,6 +28,15 @@ std::vector<int> axis_starts(int length, int tile, int overlap);
 // Tiles covering a height × width image, row by row (top to bottom, then left to right).
 std::vector<Tile> plan_tiles(int height, int width, int tile, int overlap);
 
+// The tile (and overlap) a backend taking inputs up to max_height × max_width accepts: a tile larger than
+// min(max_height, max_width) becomes that, its overlap at most half of it (runtime/tiling.py: cap_tile).
+struct TileCap {
+    int tile = 0;
+    int overlap = 0;
+    bool capped = false;
+};
+TileCap cap_tile(int tile, int overlap, int max_height, int max_width);
+
 // sin²(π/2 · (k + ½) / length) for k = 0 … length−1.
 std::vector<double> raised_cosine_ramp(int length);
 

@@ -46,7 +46,8 @@ class TrtUpscaler {
     TrtUpscaler& operator=(const TrtUpscaler&) = delete;
 
     int scale() const;
-    // Warnings from the compatibility checks (e.g. "built on another GPU of the same compute capability").
+    // Warnings from the compatibility checks (e.g. "built on another GPU of the same compute capability"), and
+    // from upscale_lr (a --tile larger than the engine's profile, capped).
     const std::vector<std::string>& warnings() const;
 
     // (3, height, width) planar float32 RGB in [0, 1] → (3, scale·height, scale·width), unclamped.

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightbsr.contract import META_SCALE
-from lightbsr.engine import Dims
 from lightbsr.errors import ModelFileError
 from lightbsr.files import sha256_file
+from lightbsr.tensorrt.engine import Dims
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 

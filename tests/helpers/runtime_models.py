@@ -5,8 +5,8 @@ names) using nothing but ``torch.onnx.export`` of ``estimate``/``restore`` wrapp
 the runtime is tested without the export stage. Also a command, for the runtime's
 consistency figures::
 
-    python tests/runtime_models.py runs/runtime-ref            # LightBSR student, reference weights
-    python tests/runtime_models.py runs/runtime-init --weights init   # build_model's initialisation, seed 0
+    python tests/helpers/runtime_models.py runs/runtime-ref            # LightBSR student, reference weights
+    python tests/helpers/runtime_models.py runs/runtime-init --weights init   # build_model's initialisation, seed 0
 
 writes ``ARCH_TAG.safetensors`` and ``ARCH_TAG.onnx`` (+ ``.estimator.onnx`` / ``.restorer.onnx``), TAG = ref or init.
 """

@@ -1,7 +1,7 @@
 """The TensorRT calls of ``lightbsr build``: parse the ONNX, set profiles and flags, serialize, write atomically.
 
 A thin layer over the decisions made elsewhere (:func:`.plan.plan_build`,
-:func:`lightbsr.engine.derive_profile`); it only runs where TensorRT and a CUDA
+:func:`lightbsr.tensorrt.engine.derive_profile`); it only runs where TensorRT and a CUDA
 GPU exist. ``tensorrt`` is imported inside the functions, so this module imports
 anywhere. Written against the TensorRT 10 Python API and kept to the part that
 TensorRT 11 still has (no precision builder flags, no ``platform_has_fast_*``,
@@ -14,87 +14,23 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightbsr.engine import (
-    BuildSettings,
-    EngineCache,
-    EngineSidecar,
-    GpuInfo,
-    check_engine,
-    derive_profile,
-    detect_gpu,
-    write_sidecar,
-)
-from lightbsr.errors import BackendUnavailableError, EngineBuildError, EngineMismatchError, ModelFileError
+from lightbsr import cuda
+from lightbsr.errors import EngineBuildError, ModelFileError
 from lightbsr.files import atomic_output, sha256_file
 
+from .engine import BuildSettings, EngineSidecar, derive_profile, write_sidecar
+from .loader import INSTALL, LastError, make_logger, require_gpu, require_tensorrt
 from .onnx_info import read_onnx_info
 from .plan import plan_build
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-NOT_INSTALLED = (
-    "TensorRT is not installed (pip install lightbsr[trt], or the python3-libnvinfer package of JetPack); "
-    "use --print-trtexec to get the trtexec command"
-)
+NOT_INSTALLED = f"TensorRT is not installed ({INSTALL}); use --print-trtexec to get the trtexec command"
 NO_GPU = "no CUDA GPU found: TensorRT builds an engine on the GPU it is for; use --print-trtexec to get the command"
-
-
-def installed_version() -> str | None:
-    """``tensorrt.__version__``, or None where the TensorRT Python bindings are missing or broken.
-
-    ``tensorrt-stubs`` alone installs a bare ``tensorrt`` folder that imports as an
-    empty namespace package, so importability is not enough.
-    """
-    try:
-        import tensorrt
-    except (ImportError, OSError):  # OSError: the wheel is there but its shared libraries are not
-        return None
-    version = getattr(tensorrt, "__version__", None)
-    return version if isinstance(version, str) and hasattr(tensorrt, "Builder") else None
-
-
-def require_tensorrt() -> str:
-    """The installed TensorRT version, or BackendUnavailableError with the one-line hint."""
-    version = installed_version()
-    if version is None:
-        raise BackendUnavailableError(NOT_INSTALLED)
-    return version
-
-
-def require_gpu() -> GpuInfo:
-    gpu = detect_gpu()
-    if gpu is None:
-        raise BackendUnavailableError(NO_GPU)
-    return gpu
-
-
-@dataclass
-class _LastError:
-    """Where the logger keeps TensorRT's last error message, for the one-line failure message."""
-
-    text: str = ""
-
-
-def _logger(last_error: _LastError) -> trt.ILogger:
-    """A logger that prints warnings and errors to stderr and keeps the last error in ``last_error``."""
-    import tensorrt as trt
-
-    class Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            if severity <= trt.ILogger.Severity.ERROR:
-                last_error.text = " ".join(msg.split())
-            if severity <= trt.ILogger.Severity.WARNING:
-                print(f"[TensorRT] {severity.name}: {msg}", file=sys.stderr)
-
-    return Logger()
 
 
 def _progress_monitor() -> trt.IProgressMonitor:
@@ -129,12 +65,13 @@ def _progress_monitor() -> trt.IProgressMonitor:
     return Monitor()
 
 
-def _parse_onnx(network: trt.INetworkDefinition, logger: trt.ILogger, onnx_path: Path) -> None:
+def _parse_onnx(network: trt.INetworkDefinition, logger: trt.ILogger, onnx_path: Path) -> trt.OnnxParser:
+    """Parse the ONNX into ``network``; the parser is returned because it owns the weights the network points to."""
     import tensorrt as trt
 
     parser = trt.OnnxParser(network, logger)
     if parser.parse_from_file(str(onnx_path)):
-        return
+        return parser
     problems = []
     for index in range(parser.num_errors):
         error = parser.get_error(index)
@@ -151,30 +88,33 @@ def build_engine(
     timing_cache: str | os.PathLike[str] | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    device: int = 0,
 ) -> EngineSidecar:
-    """Build ``engine_path`` (and its sidecar) from ``onnx_path``; return the sidecar.
+    """Build ``engine_path`` (and its sidecar) from ``onnx_path`` on CUDA device ``device``; return the sidecar.
 
     ``report`` receives the notes of the plan (flags ignored and why). Nothing is
     written unless the build succeeds; the timing cache is read and updated in place.
+    The device is made current first: TensorRT builds and tunes on the current device.
     """
-    version = require_tensorrt()
+    version = require_tensorrt(full=True, missing=NOT_INSTALLED).version
     import tensorrt as trt
 
     info = read_onnx_info(onnx_path)
     plan = plan_build(version, settings, info.precision, info.uint8_qdq)
     profiles = tuple(derive_profile(lr, info.inputs, info.scale) for lr in settings.profiles)
-    gpu = require_gpu()
+    gpu = require_gpu(device, missing=NO_GPU if device == 0 else f"no CUDA device {device}")
+    cuda.select_device(device)
     for note in plan.notes:
         (report or (lambda text: print(f"lightbsr: note: {text}", file=sys.stderr)))(note)
 
-    last_error = _LastError()
-    logger = _logger(last_error)
+    last_error = LastError()
+    logger = make_logger(trt, last_error)
     builder = trt.Builder(logger)
     network_flags = 0
     for name in plan.network_flags:
         network_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(network_flags)
-    _parse_onnx(network, logger, info.path)
+    parser = _parse_onnx(network, logger, info.path)  # alive until the engine is serialized (it owns the weights)
 
     config = builder.create_builder_config()
     for name in plan.builder_flags:
@@ -197,6 +137,7 @@ def build_engine(
         config.progress_monitor = _progress_monitor()
 
     serialized = builder.build_serialized_network(network, config)
+    del parser, network  # only now may the weights go
     if serialized is None:
         raise EngineBuildError(f"TensorRT could not build {engine_path}: {last_error.text or 'no reason given'}")
     with atomic_output(engine_path) as tmp:
@@ -220,48 +161,3 @@ def build_engine(
         with atomic_output(timing_cache) as tmp:
             tmp.write_bytes(config.get_timing_cache().serialize())
     return sidecar
-
-
-@dataclass
-class LoadedEngine:
-    """A deserialized engine with the runtime and logger it needs alive, and its sidecar."""
-
-    engine: trt.ICudaEngine
-    runtime: trt.Runtime
-    sidecar: EngineSidecar
-    warnings: list[str]
-
-
-def load_engine(engine_path: str | os.PathLike[str], *, onnx_sha256: str | None = None) -> LoadedEngine:
-    """Check ``engine_path``'s sidecar against this machine (EngineMismatchError, one line), then deserialize it."""
-    version = require_tensorrt()
-    import tensorrt as trt
-
-    sidecar, warnings = check_engine(engine_path, tensorrt_version=version, gpu=require_gpu(), onnx_sha256=onnx_sha256)
-    last_error = _LastError()
-    runtime = trt.Runtime(_logger(last_error))
-    if sidecar.version_compatible:
-        runtime.engine_host_code_allowed = True  # a version-compatible plan embeds its lean runtime
-    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-    if engine is None:
-        raise EngineMismatchError(f"{engine_path}: TensorRT could not load it: {last_error.text or 'no reason given'}")
-    return LoadedEngine(engine, runtime, sidecar, warnings)
-
-
-def get_or_build(
-    onnx_path: str | os.PathLike[str],
-    settings: BuildSettings | None = None,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    timing_cache: str | os.PathLike[str] | None = None,
-) -> Path:
-    """The engine for ``onnx_path`` from the engine cache (``$LIGHTBSR_CACHE``), built on first use."""
-    version = require_tensorrt()
-    gpu = require_gpu()
-
-    def build(onnx: Path, engine: Path, wanted: BuildSettings) -> EngineSidecar:
-        return build_engine(onnx, engine, wanted, timing_cache=timing_cache)
-
-    return EngineCache(cache_dir).get_or_build(
-        onnx_path, settings or BuildSettings(), tensorrt_version=version, gpu=gpu, build=build
-    )

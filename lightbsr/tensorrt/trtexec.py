@@ -20,8 +20,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lightbsr.engine import ShapeRange, format_shape, parse_shape
 from lightbsr.errors import ConfigError
+from lightbsr.tensorrt.engine import ShapeRange, format_shape, parse_shape
 
 from .plan import BuildPlan
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-REFERENCE_DIR = Path(__file__).parent / "data" / "reference"
+REFERENCE_DIR = Path(__file__).parent.parent / "data" / "reference"
 SEEDS = {
     "lightbsr_student_x4": 1,
     "lightbsr_teacher_x4_setting1": 2,

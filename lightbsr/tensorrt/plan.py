@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightbsr.engine import BuildSettings, parse_version
 from lightbsr.errors import ConfigError
+from lightbsr.tensorrt.engine import ENGINE_PRECISIONS, BuildSettings, parse_version
 
 # HardwareCompatibilityLevel members by --hardware-compatibility value, and trtexec's names for them
 HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
@@ -39,9 +39,9 @@ class BuildPlan:
 
 
 def _supports_same_cc(version: tuple[int, ...]) -> bool:
-    # a bare major version ("10") means its newest release
+    # a bare major version ("10") means its oldest release: JetPack 6's trtexec is 10.3
     major, minor = SAME_CC_SINCE
-    return version[0] > major or (version[0] == major and (len(version) < 2 or version[1] >= minor))
+    return version[0] > major or (version[0] == major and len(version) > 1 and version[1] >= minor)
 
 
 def plan_build(
@@ -56,7 +56,7 @@ def plan_build(
     major = version[0]
     if major < 10:
         raise ConfigError(f"TensorRT {tensorrt_version} is not supported: lightbsr builds with TensorRT 10 or 11")
-    if onnx_precision not in ("fp32", "fp16", "int8"):
+    if onnx_precision not in ENGINE_PRECISIONS:
         raise ConfigError(f"unknown ONNX precision {onnx_precision!r}")
     if uint8_qdq:
         raise ConfigError(
@@ -64,6 +64,11 @@ def plan_build(
             "quantize again with `lightbsr quantize --int8`"
         )
     if settings.hardware_compatibility == "same-cc" and not _supports_same_cc(version):
+        if len(version) < 2:
+            raise ConfigError(
+                f"--hardware-compatibility same-cc needs TensorRT 10.9 or newer, and TensorRT {tensorrt_version} may "
+                "be older (JetPack 6 ships 10.3): give the exact version with --trt-version, or use ampere+ or none"
+            )
         raise ConfigError(
             f"--hardware-compatibility same-cc needs TensorRT 10.9 or newer (this is {tensorrt_version}); "
             "use ampere+ or none"

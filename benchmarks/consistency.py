@@ -15,8 +15,8 @@ Each is compared with ``U`` by PSNR over all pixels and channels on outputs clam
 [0, 1] (what users get) and on raw outputs (the network's unclamped values, with the
 same peak of 1, so the figure is not flattered by clamping). Run::
 
-    python tests/runtime_models.py runs/runtime-ref        # reference-weight checkpoint + ONNX
-    python -m lightbsr.runtime.consistency \\
+    python tests/helpers/runtime_models.py runs/runtime-ref        # reference-weight checkpoint + ONNX
+    python -m lightbsr.benchmarks.consistency \\
         --checkpoint runs/runtime-ref/lightbsr_student_x4_ref.safetensors \\
         --onnx runs/runtime-ref/lightbsr_student_x4_ref.onnx \\
         --dataset path/to/Set14 --sigma 2.4 --tile 64 --tile-overlap 16 \\
@@ -174,7 +174,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lightbsr.runtime.consistency",
+        prog="python -m lightbsr.benchmarks.consistency",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lightbsr.engine import BuildSettings
+    from lightbsr.tensorrt.engine import BuildSettings
 
 DESCRIPTION = """\
 Build a TensorRT engine from a lightbsr ONNX model (full graph, or the estimator/restorer of a split
@@ -35,7 +35,7 @@ equivalent trtexec command instead of building."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.cli import add_command
+    from lightbsr.argparsing import add_command
 
     unset = argparse.SUPPRESS  # optional values without a default: absent from args, no "(default: None)" in --help
     p = add_command(subparsers, "build", "ONNX → TensorRT engine with a compatibility sidecar", DESCRIPTION)
@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="higher searches longer for faster kernels (default: TensorRT's, 3)",
     )
     builder.add_argument(
+        "--device", type=int, default=0, metavar="N", help="CUDA device to build (and tune) the engine on"
+    )
+    builder.add_argument(
         "--version-compatible", action="store_true", help="engine runs on newer TensorRT (and lean/dispatch runtimes)"
     )
     builder.add_argument(
@@ -105,10 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> BuildSettings:
-    """The flags of ``lightbsr build`` as :class:`~lightbsr.engine.BuildSettings` (ConfigError when inconsistent)."""
+    """The flags of ``lightbsr build`` as :class:`~lightbsr.tensorrt.engine.BuildSettings` (or a ConfigError)."""
     from lightbsr.contract import INPUT_LR
-    from lightbsr.engine import DEFAULT_LR_RANGE, BuildSettings, ShapeRange, parse_shape
     from lightbsr.errors import ConfigError
+    from lightbsr.tensorrt.engine import DEFAULT_LR_RANGE, BuildSettings, ShapeRange, parse_shape
 
     def lr_shapes(values: list[str], flag: str) -> list[tuple[int, ...]]:
         shapes = []
@@ -147,19 +150,19 @@ def settings_from_args(args: argparse.Namespace) -> BuildSettings:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from lightbsr.engine import derive_profile
-
-    from .builder import build_engine, installed_version, require_tensorrt
-    from .onnx_info import read_onnx_info
-    from .plan import plan_build
-    from .trtexec import trtexec_command
+    from lightbsr.tensorrt.builder import NOT_INSTALLED, build_engine
+    from lightbsr.tensorrt.engine import derive_profile
+    from lightbsr.tensorrt.loader import installed_version, require_tensorrt
+    from lightbsr.tensorrt.onnx_info import read_onnx_info
+    from lightbsr.tensorrt.plan import plan_build
+    from lightbsr.tensorrt.trtexec import trtexec_command
 
     settings = settings_from_args(args)
     output = getattr(args, "output", None) or args.onnx.with_suffix(".engine")
     timing_cache = getattr(args, "timing_cache", None)
     if not args.print_trtexec:
-        require_tensorrt()  # before reading anything: the one-line hint is the answer
-        sidecar = build_engine(args.onnx, output, settings, timing_cache=timing_cache)
+        require_tensorrt(full=True, missing=NOT_INSTALLED)  # before reading anything: the one-line hint is the answer
+        sidecar = build_engine(args.onnx, output, settings, timing_cache=timing_cache, device=args.device)
         if args.json:
             print(json.dumps(sidecar.to_json(), indent=2))
         else:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from lightbsr._version import __version__
 from lightbsr.contract import IDR_CHANNEL, IDR_SPATIAL, IDR_VECTOR, INPUT_LR
+from lightbsr.cuda import import_cudart
 from lightbsr.errors import ConfigError, EngineMismatchError
 from lightbsr.files import atomic_output, sha256_file
 
@@ -43,7 +44,8 @@ CACHE_ENV = "LIGHTBSR_CACHE"
 INPUT_DRP = "drp"
 INPUT_HR = "hr"
 
-PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+"""What an engine computes in (its sidecar's precision): the lowest precision its kernels may use."""
 HARDWARE_COMPATIBILITY = ("none", "ampere+", "same-cc")
 
 Shape = tuple[int, ...]
@@ -205,15 +207,13 @@ def detect_gpu(device: int = 0) -> GpuInfo | None:
 
     Tries cuda-python (the [trt] extra), then torch, then ``nvidia-smi``; imports lazily.
     """
-    with contextlib.suppress(Exception):
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
-        err, props = cudart.cudaGetDeviceProperties(device)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return GpuInfo(name.rstrip("\x00"), f"{props.major}.{props.minor}")
+    cudart = import_cudart()
+    if cudart is not None:
+        with contextlib.suppress(Exception):
+            err, props = cudart.cudaGetDeviceProperties(device)
+            if int(err) == 0:
+                name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+                return GpuInfo(name.rstrip("\x00"), f"{props.major}.{props.minor}")
     with contextlib.suppress(Exception):
         import torch
 
