@@ -104,3 +104,20 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Modu
     with single_torch_thread():
         export_onnx(model, path, config=ModelConfig.from_arch("lightbsr_student_x4", setting=1), split=True)
     return path, model
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference-weight LightBSR student cut down to one group of one block, as split ONNX graphs.
+
+    Unlike :func:`tiny_lightbsr` (an initialisation, whose blocks barely act), its blocks respond
+    to the degradation estimate; plain ``torch.onnx.export``, fast to export and to run.
+    """
+    from runtime_models import export_onnx, reference_student
+
+    model = reference_student("lightbsr_student_x4")
+    model.groups = nn.ModuleList(model.groups[:1])
+    model.groups[0].blocks = nn.ModuleList(model.groups[0].blocks[:1])
+    path = tmp_path_factory.mktemp("tiny-reference") / "tiny.onnx"
+    with single_torch_thread():
+        return export_onnx(model.eval(), path, arch="lightbsr_student_x4")
