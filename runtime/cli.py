@@ -164,7 +164,7 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
     video.add_argument(
         "--scene-threshold",
         type=float,
-        default=0.3,  # = lightbsr.runtime.scenes.DEFAULT_SCENE_THRESHOLD (not imported: this module stays light)
+        default=0.2,  # = lightbsr.runtime.scenes.DEFAULT_SCENE_THRESHOLD (not imported: this module stays light)
         metavar="T",
         help="histogram distance (0–1) between consecutive frames that starts a new scene",
     )

@@ -200,7 +200,7 @@ class _Source:
             raise InputVideoError(
                 f"{path}: no decoder for its video codec in this FFmpeg build (PyAV {_av().__version__})"
             )
-        context.thread_type = "AUTO"
+        context.thread_type = "SLICE"  # frame threads would report a corrupt packet's error on a later one
         context.thread_count = available_cpus()
         self.width, self.height = int(context.width), int(context.height)
         if self.width <= 0 or self.height <= 0:
@@ -576,13 +576,13 @@ def _check_complete(source: _Source, stats: _Stats) -> None:
     seen = stats.frames + len(stats.skipped)
     if source.frames is not None and seen < source.frames:
         raise InputVideoError(
-            f"{source.path}: truncated or corrupt: {seen} of the {source.frames} frames it declares could be read"
+            f"{source.path}: corrupt or truncated: {seen} of the {source.frames} frames it declares could be read"
         )
     if source.duration is not None and stats.last_end is not None:
         interval = float(1 / source.rate) if source.rate else 0.04
         if stats.last_end < source.duration - 2 * interval - 1e-3:
             raise InputVideoError(
-                f"{source.path}: truncated or corrupt: its frames end at {stats.last_end:.3f} s, "
+                f"{source.path}: corrupt or truncated: its frames end at {stats.last_end:.3f} s, "
                 f"it declares {source.duration:.3f} s"
             )
 

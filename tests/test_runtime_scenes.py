@@ -16,8 +16,10 @@ from lightbsr.runtime.scenes import (
     SceneIDR,
     histogram_distance,
     merge_idr,
+    pan_distances,
     thumbnail_histogram,
 )
+from lightbsr.runtime.scenes import main as scenes_main
 
 TRAIN = Path(__file__).parent / "data" / "train"
 
@@ -29,7 +31,9 @@ def read_rgb(path: Path) -> np.ndarray:
 def pan(image: np.ndarray, frames: int, size: tuple[int, int], step: int) -> list[np.ndarray]:
     """``frames`` windows of ``size`` (h, w) sliding right and down by ``step`` pixels a frame."""
     height, width = size
-    return [np.ascontiguousarray(image[i * step : i * step + height, i * step : i * step + width]) for i in range(frames)]
+    return [
+        np.ascontiguousarray(image[i * step : i * step + height, i * step : i * step + width]) for i in range(frames)
+    ]
 
 
 def test_pans_over_training_crops_cut_exactly_between_images() -> None:
@@ -44,6 +48,25 @@ def test_pans_over_training_crops_cut_exactly_between_images() -> None:
     detector = CutDetector(DEFAULT_SCENE_THRESHOLD)
     found = [i for i, frame in enumerate(frames) if detector(frame)[0]]
     assert found == starts
+
+
+def test_calibration_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m lightbsr.runtime.scenes on the training crops (doubled, as it halves them): no false or missed cut."""
+    for path in sorted(TRAIN.glob("*.png")):
+        cv2.imwrite(str(tmp_path / path.name), cv2.resize(cv2.imread(str(path)), (192, 192)))
+    assert scenes_main(["--images", str(tmp_path), "--frames", "8", "--step", "1", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("0 of 28 over 0.2" in line and "0 of 3 missed" in line for line in lines)
+    within, cuts = pan_distances([read_rgb(TRAIN / "abbey_crop.png")] * 2, 3, (48, 64), 4)
+    assert len(within) == 4 and cuts == [
+        pytest.approx(
+            histogram_distance(
+                *[thumbnail_histogram(read_rgb(TRAIN / "abbey_crop.png")[y : y + 48, y : y + 64]) for y in (8, 0)]
+            )
+        )
+    ]
+    with pytest.raises(ConfigError, match="too small"):
+        pan_distances([read_rgb(TRAIN / "abbey_crop.png")], 20, (48, 64), 4)
 
 
 def test_histogram_distance_is_a_share_of_pixels() -> None:
