@@ -132,7 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="refuse inputs whose header declares more pixels than this (decompression bombs)",
     )
-    p.add_argument("--format", metavar="EXT", help="output extension of the images in folders, e.g. png (default: the input's)")
+    p.add_argument(
+        "--format", metavar="EXT", help="output extension of images in folders, e.g. png (default: the input's)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (else: error; folders: skip)")
     p.add_argument("--providers", metavar="LIST", help="onnxruntime execution providers, comma-separated")
     p.add_argument(

@@ -110,7 +110,7 @@ def _av() -> Any:
     return av
 
 
-def _message(err: BaseException) -> str:
+def _ffmpeg_message(err: BaseException) -> str:
     """FFmpeg's error without PyAV's ``[Errno N]`` prefix and file name suffix."""
     text = getattr(err, "strerror", None) or str(err)
     text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(text).strip())
@@ -182,7 +182,7 @@ class _Source:
             self.container = av.open(str(path), metadata_errors="replace")
         except av.FFmpegError as err:
             raise InputVideoError(
-                f"{path}: not a video FFmpeg can read, or corrupt or truncated ({_message(err)})"
+                f"{path}: not a video FFmpeg can read, or corrupt or truncated ({_ffmpeg_message(err)})"
             ) from err
         try:
             self._setup(path, max_pixels)
@@ -256,7 +256,7 @@ class _Source:
         try:
             yield from self.container.demux(self.stream, *self.copied)
         except av.FFmpegError as err:
-            raise InputVideoError(f"{self.path}: corrupt or truncated ({_message(err)})") from err
+            raise InputVideoError(f"{self.path}: corrupt or truncated ({_ffmpeg_message(err)})") from err
 
     def close(self) -> None:
         self.container.close()
@@ -277,14 +277,14 @@ def probe_video(path: str | os.PathLike[str], max_pixels: int | None = None) -> 
 class _Sink:
     """An output container (opened lazily by PyAV: nothing is written before the first packet)."""
 
-    def __init__(self, path: Path, source: _Source, options: VideoOptions, scale: int) -> None:
+    def __init__(self, path: Path, source: _Source, options: VideoOptions, scale: int, name: str) -> None:
         av = _av()
-        self.path = path
+        self.name = name  # of the output, in messages (``path`` may be a temporary beside it)
         try:
             self.container = av.open(str(path), "w")
         except ValueError as err:
             raise ConfigError(
-                f"{path}: cannot tell the video container from the extension {path.suffix or '(none)'!r}; "
+                f"{name}: cannot tell the video container from the extension {path.suffix or '(none)'!r}; "
                 f"use one of {', '.join(VIDEO_SUFFIXES)}"
             ) from err
         try:
@@ -311,7 +311,7 @@ class _Sink:
             stream = self.container.add_stream(options.codec, rate=rate)
         except ValueError as err:
             raise ConfigError(
-                f"{self.path.name}: the {fmt} container cannot hold {options.codec} video; "
+                f"{self.name}: the {fmt} container cannot hold {options.codec} video; "
                 "choose another --codec or output extension (.mkv holds most)"
             ) from err
         self.stream = stream
@@ -347,7 +347,7 @@ class _Sink:
             except (ValueError, av.FFmpegError) as err:
                 name = template.codec_context.name if template.codec_context else "unknown"
                 raise ConfigError(
-                    f"{self.path.name}: the {fmt} container cannot hold the {template.type} stream "
+                    f"{self.name}: the {fmt} container cannot hold the {template.type} stream "
                     f"#{template.index} ({name}); use another output extension (.mkv holds most)"
                 ) from err
             copy.time_base = template.time_base
@@ -400,7 +400,7 @@ class _Sink:
             self.container.mux(packets)
         except av.FFmpegError as err:
             raise ConfigError(
-                f"{self.path.name}: the {self.container.format.name} muxer refused ({_message(err)})"
+                f"{self.name}: the {self.container.format.name} muxer refused ({_ffmpeg_message(err)})"
             ) from err
 
     def close(self) -> None:
@@ -430,7 +430,7 @@ def check_video_output(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _Sink(Path(target), src, options, scale).close()
+            _Sink(Path(target), src, options, scale, str(target)).close()
         return src.header
     finally:
         src.close()
@@ -533,11 +533,11 @@ def _decode(
                     message = f"a corrupt video packet at {where:.3f} s" if where is not None else "a corrupt packet"
                     if options.on_corrupt == "stop":
                         raise InputVideoError(
-                            f"{source.path}: {message} ({_message(err)}); --on-corrupt skip passes over it"
+                            f"{source.path}: {message} ({_ffmpeg_message(err)}); --on-corrupt skip passes over it"
                         ) from err
                     stats.skipped.append(where if where is not None else -1.0)
                     warnings.warn(
-                        f"{source.path.name}: skipped {message} ({_message(err)})", RuntimeWarning, stacklevel=1
+                        f"{source.path.name}: skipped {message} ({_ffmpeg_message(err)})", RuntimeWarning, stacklevel=1
                     )
                     continue
                 items = []
@@ -651,7 +651,7 @@ def upscale_video(
         )
         try:
             with atomic_output(target_path) as tmp:
-                sink = _Sink(tmp, src, options, upscaler.scale)
+                sink = _Sink(tmp, src, options, upscaler.scale, str(target_path))
                 try:
                     interrupted = _run(upscaler, src, sink, options, policy, clock, stats, bar, on_frame)
                 finally:

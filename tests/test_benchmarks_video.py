@@ -41,23 +41,25 @@ def test_the_clip_pans_whole_lr_pixels_with_one_degradation_per_scene(datasets: 
         report.make_clip(datasets, tmp_path / "x", ["A/abbey.png:1.2"], 2, (62, 48), 4, 24)
 
 
-def test_report_of_runs_made_by_lightbsr_upscale(datasets: Path, tmp_path: Path, tiny_reference_onnx: Path) -> None:
+def test_report_of_runs_made_by_lightbsr_upscale(datasets: Path, tmp_path: Path, tiny_kdsr_onnx: Path) -> None:
     work = tmp_path / "w"
-    report.make_clip(datasets, work, ["A/abbey.png:1.2", "A/islet.png:3.6"], 3, (64, 48), 4, 24)
+    report.make_clip(datasets, work, ["A/abbey.png:1.2", "A/islet.png:3.6"], 3, (80, 64), 4, 24)
     runs = []
-    for idr in ("per-frame", "per-scene"):
+    for idr in ("per-frame", "fixed"):
         out, rep = work / f"{idr}.mkv", work / f"{idr}.json"
-        args = ["-i", work / "clip.mkv", "-o", out, "-m", tiny_reference_onnx, "--idr", idr, "--report", rep]
+        args = ["-i", work / "clip.mkv", "-o", out, "-m", tiny_kdsr_onnx, "--idr", idr, "--report", rep]
         assert main(["upscale", *map(str, args), "--codec", "ffv1", "--pix-fmt", "bgr0"]) == 0
         runs.append((idr, out, rep))
     document = report.report(work / "clip.json", runs, ["a note"])
     json.dumps(document)  # serialisable
-    bicubic, per_frame, per_scene = document["rows"]
-    assert document["true_cuts"] == [3] and per_frame["cuts_found"] == per_scene["cuts_found"] == [3]
-    assert per_frame["cuts_right"] and per_frame["frames"] == 6 and per_frame["estimates"] == 6
+    bicubic, per_frame, fixed = document["rows"]
+    assert document["true_cuts"] == [3] and per_frame["cuts_found"] == fixed["cuts_found"] == [3]
+    assert (
+        per_frame["cuts_right"] and per_frame["frames"] == 6 and per_frame["estimates"] == 6 and fixed["estimates"] == 1
+    )
     assert bicubic["shifted_mad_hr"] == 0.0 and bicubic["shifted_mad"] < 0.01  # bicubic is local: no flicker
     assert per_frame["consecutive_mad_hr"] > 0 and per_frame["mad_vs_first_run"] == 0.0
-    assert per_scene["mad_vs_first_run"] > 0  # the tiny model's output depends on the shared estimate
-    assert 0 < bicubic["psnr_y"] < 100 and len(per_scene["psnr_y_per_scene"]) == 2
+    assert fixed["mad_vs_first_run"] > 0  # the second scene restored with the first one's estimate
+    assert 0 < bicubic["psnr_y"] < 100 and len(fixed["psnr_y_per_scene"]) == 2
     text = report.markdown(document)
-    assert "| per-scene | per-scene | ffv1 bgr0 |" in text and "[3] (right)" in text and "a note" in text
+    assert "| fixed | fixed | ffv1 bgr0 |" in text and "[3] (right)" in text and "a note" in text
