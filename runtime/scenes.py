@@ -193,7 +193,8 @@ def pan_distances(
     Each image is panned diagonally (``step`` pixels a frame, ``frames`` frames of ``size`` (h, w));
     the pans follow one another, so consecutive images meet at a cut.
     """
-    within, cuts = [], []
+    within: list[float] = []
+    cuts: list[float] = []
     previous: np.ndarray | None = None
     height, width = size
     for image in images:
