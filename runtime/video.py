@@ -637,9 +637,7 @@ def upscale_video(
                 stacklevel=2,
             )
         policy = SceneIDR(options.idr, upscaler.estimate_image if upscaler.backend.can_split else None)
-        clock, stats = _Clock(), _Stats()
         start = time.perf_counter()
-        interrupted = False
         total = src.frames or (round(src.duration * src.rate) if src.duration and src.rate else None)
         bar = tqdm(
             total=total,
@@ -651,19 +649,21 @@ def upscale_video(
         )
         try:
             with atomic_output(target_path) as tmp:
-                sink = _Sink(tmp, src, options, upscaler.scale, str(target_path))
+                job = _Job(upscaler, src, _Sink(tmp, src, options, upscaler.scale, str(target_path)), options, policy)
                 try:
-                    interrupted = _run(upscaler, src, sink, options, policy, clock, stats, bar, on_frame)
-                finally:
-                    sink.close()
+                    interrupted = _run(job, bar, on_frame)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the error that stopped the run is the one to tell
+                        job.sink.close()
+                    raise
+                job.sink.close()  # writes the trailer
         finally:
             bar.close()
-        seconds = time.perf_counter() - start
-        record = _record(upscaler, src, sink, options, policy, clock, stats, seconds)
+        record = _record(job, time.perf_counter() - start)
         if interrupted:
             record["interrupted"] = True
             warnings.warn(
-                f"interrupted: kept the first {sink.frames} frames in {target_path} (--keep-partial)",
+                f"interrupted: kept the first {job.sink.frames} frames in {target_path} (--keep-partial)",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -673,18 +673,24 @@ def upscale_video(
         src.close()
 
 
-def _run(
-    upscaler: Any,
-    src: _Source,
-    sink: _Sink,
-    options: VideoOptions,
-    policy: SceneIDR,
-    clock: _Clock,
-    stats: _Stats,
-    bar: Any,
-    on_frame: Callable[[int], None] | None,
-) -> bool:
+@dataclass
+class _Job:
+    """One video being upscaled: what runs it, and what it measures."""
+
+    upscaler: Any
+    src: _Source
+    sink: _Sink
+    options: VideoOptions
+    policy: SceneIDR
+    clock: _Clock = field(default_factory=_Clock)
+    stats: _Stats = field(default_factory=_Stats)
+
+
+def _run(job: _Job, bar: Any, on_frame: Callable[[int], None] | None) -> bool:
     """Run the three stages; whether it was interrupted with ``keep_partial`` (the output then ends cleanly)."""
+    upscaler, src, sink, options, policy, clock, stats = (
+        job.upscaler, job.src, job.sink, job.options, job.policy, job.clock, job.stats
+    )  # fmt: skip
     decoded: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
     restored: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
     stop_decode, stop_encode = threading.Event(), threading.Event()
@@ -746,16 +752,8 @@ def _restore(upscaler: Any, policy: SceneIDR, frame: _Frame, clock: _Clock) -> n
         return upscaler.upscale(frame.rgb, idr=idr)
 
 
-def _record(
-    upscaler: Any,
-    src: _Source,
-    sink: _Sink,
-    options: VideoOptions,
-    policy: SceneIDR,
-    clock: _Clock,
-    stats: _Stats,
-    seconds: float,
-) -> dict[str, Any]:
+def _record(job: _Job, seconds: float) -> dict[str, Any]:
+    src, sink, options, policy, clock, stats = job.src, job.sink, job.options, job.policy, job.clock, job.stats
     busy = {"decode": clock.decode, "estimate": clock.estimate, "restore": clock.restore, "encode": clock.encode}
     total_busy = sum(busy.values()) or 1.0
     scenes = [
