@@ -93,6 +93,7 @@ _MATRICES = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVColorSpace tag → 
 _BT709, _BT601 = 1, 6  # AVColorSpace tags for the guessed matrix
 _RGB_COLORSPACE = 0
 _COPIED_KINDS = ("audio", "subtitle")
+_STORED_DURATION = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")  # FFmpeg's names of containers that store it
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
@@ -226,7 +227,10 @@ class _Source:
         self.left_out = [s for s in self.container.streams if s is not stream and s.type not in _COPIED_KINDS]
 
     def _declared_duration(self) -> float | None:
+        """The video stream's duration where the container stores it (MP4/MOV, Matroska), not where FFmpeg guesses."""
         stream = self.stream
+        if self.container.format.name not in _STORED_DURATION:
+            return None
         if stream.duration:
             return float(stream.duration * stream.time_base)
         tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")  # Matroska's per-track tag
@@ -318,7 +322,9 @@ class _Sink:
         context = stream.codec_context
         stream.width, stream.height = source.width * scale, source.height * scale
         stream.pix_fmt = pix_fmt
-        stream.time_base = context.time_base = source.time_base
+        # The encoder works in the source's time base; the muxer may pick another for the stream when it
+        # writes the header (MP4: 1/16000 and the like), and packets are rescaled to it.
+        self.time_base = stream.time_base = context.time_base = source.time_base
         context.framerate = rate
         if source.stream.sample_aspect_ratio:
             context.sample_aspect_ratio = source.stream.sample_aspect_ratio
@@ -367,7 +373,7 @@ class _Sink:
             frame = frame.reformat(
                 format=self.pix_fmt, dst_colorspace=self.matrix, dst_color_range=self.color_range or None
             )
-        frame.pts, frame.time_base = pts, self.stream.time_base
+        frame.pts, frame.time_base = pts, self.time_base
         if duration:
             self._durations[pts] = duration
         self._mux(self.stream.encode(frame))
@@ -570,21 +576,22 @@ def _decode(
 
 
 def _check_complete(source: _Source, stats: _Stats) -> None:
-    """A file that declares more frames or seconds than it holds is truncated."""
+    """A file whose frames fall short of everything it declares (frame count, duration) is truncated.
+
+    Short of one only is not enough: an MP4 edit list, for one, shows fewer frames than it stores.
+    """
     if stats.frames == 0:
         raise InputVideoError(f"{source.path}: no decodable video frame (corrupt or truncated file)")
     seen = stats.frames + len(stats.skipped)
-    if source.frames is not None and seen < source.frames:
-        raise InputVideoError(
-            f"{source.path}: corrupt or truncated: {seen} of the {source.frames} frames it declares could be read"
-        )
+    interval = float(1 / source.rate) if source.rate else 0.04
+    shortfalls = []
+    if source.frames is not None:
+        shortfalls.append((seen < source.frames, f"{seen} of the {source.frames} frames it declares could be read"))
     if source.duration is not None and stats.last_end is not None:
-        interval = float(1 / source.rate) if source.rate else 0.04
-        if stats.last_end < source.duration - 2 * interval - 1e-3:
-            raise InputVideoError(
-                f"{source.path}: corrupt or truncated: its frames end at {stats.last_end:.3f} s, "
-                f"it declares {source.duration:.3f} s"
-            )
+        short = stats.last_end < source.duration - 2 * interval - 1e-3
+        shortfalls.append((short, f"its frames end at {stats.last_end:.3f} s of the {source.duration:.3f} s declared"))
+    if shortfalls and all(short for short, _ in shortfalls):
+        raise InputVideoError(f"{source.path}: corrupt or truncated: {'; '.join(text for _, text in shortfalls)}")
 
 
 def _encode(

@@ -182,6 +182,28 @@ def test_mp4_with_audio_plays_at_4x_with_the_same_timing(tmp_path: Path, model: 
         assert a.duration == b.duration
 
 
+@pytest.mark.parametrize(("source_suffix", "target_suffix"), [(".mkv", ".mp4"), (".mp4", ".mkv"), (".mp4", ".mov")])
+def test_timestamps_survive_a_change_of_container(
+    source_suffix: str, target_suffix: str, tmp_path: Path, upscaler: Upscaler
+) -> None:
+    """Containers keep time in different units (Matroska 1/1000 s, MP4 its own): the times stay the same.
+
+    One exception, FFmpeg's: an MP4's AAC starts before 0 (its priming samples) and Matroska stores no negative
+    time, so every stream is shifted by the same amount; audio and video stay in sync.
+    """
+    pts = [0, 42, 83, 125, 250]
+    source = make_clip(tmp_path / f"in{source_suffix}", crop_pan("islet", 5, size=16), pts=pts, audio=True)
+    target = tmp_path / f"out{target_suffix}"
+    video.upscale_video(upscaler, source, target, progress=False)
+    before, after = decode(source), decode(target)
+    assert before["times"] == [Fraction(t, 1000) for t in pts]
+    shift = after["audio"][0][0] - before["audio"][0][0]
+    assert shift == (Fraction(1024, 8000) if target_suffix == ".mkv" else 0)
+    assert after["times"] == [t + shift for t in before["times"]]
+    assert [p for _, p in after["audio"]] == [p for _, p in before["audio"]]
+    assert [t for t, _ in after["audio"]] == [t + shift for t, _ in before["audio"]]
+
+
 def test_subtitles_are_copied_and_a_container_that_cannot_hold_them_is_refused(
     tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -428,6 +450,25 @@ def test_bad_outputs_and_options_exit_2_before_any_work(
     assert upscale("-i", "in.mp4", *args, "-m", model) == 2
     assert message in one_error_line(capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "in.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("frames", "duration", "truncated"),
+    [(10, 1.0, True), (10, None, True), (None, 1.0, True), (10, 0.5, False), (5, 1.0, False), (None, None, False)],
+)
+def test_truncated_means_short_of_everything_declared(
+    frames: int | None, duration: float | None, truncated: bool
+) -> None:
+    """5 frames of 0.1 s read: short of 10 frames, of 1 s. An edit list may hide stored frames: one is not enough."""
+    from types import SimpleNamespace
+
+    source = SimpleNamespace(path=Path("clip.mp4"), frames=frames, duration=duration, rate=Fraction(10))
+    stats = video._Stats(frames=5, last_end=0.5)
+    if truncated:
+        with pytest.raises(InputVideoError, match="corrupt or truncated"):
+            video._check_complete(source, stats)  # type: ignore[arg-type]
+    else:
+        video._check_complete(source, stats)  # type: ignore[arg-type]
 
 
 def test_a_corrupt_frame_is_skipped_with_a_warning_or_stops_the_run(
