@@ -45,8 +45,8 @@ rotation, colour range and matrix are kept; audio and subtitles are copied as th
 source's, else 4:2:0 of its bit depth; 10-bit sources stay 10-bit). The degradation is
 estimated once per scene (--idr per-scene; scenes cut where the colour histogram of a
 thumbnail jumps by more than --scene-threshold) and shared by every frame and tile of the
-scene: no flicker from per-frame estimates (LightBSR's per-pixel map is still taken per
-frame). --report FILE saves the scenes and timings as JSON. Ctrl-C removes the partial
+scene, so it does not change from frame to frame (LightBSR's per-pixel map is still taken
+per frame). --report FILE saves the scenes and timings as JSON. Ctrl-C removes the partial
 output, or with --keep-partial ends it cleanly as a shorter, playable file. A corrupt
 frame is skipped with a warning (--on-corrupt stop: an error); a corrupt or truncated
 file, one without a video stream or with a codec FFmpeg cannot decode, and a container
