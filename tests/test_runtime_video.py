@@ -179,6 +179,8 @@ def test_mp4_with_audio_plays_at_4x_with_the_same_timing(tmp_path: Path, model: 
     with av.open(str(source)) as a, av.open(str(target)) as b:
         duration = [c.streams.video[0].duration * c.streams.video[0].time_base for c in (a, b)]
         assert duration[0] == duration[1] > Fraction(300, 1000)
+        assert a.streams.video[0].time_base == b.streams.video[0].time_base
+        assert a.streams.video[0].average_rate == b.streams.video[0].average_rate
         assert a.duration == b.duration
 
 
