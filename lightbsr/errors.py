@@ -16,6 +16,10 @@ class InputImageError(LightBSRError):
     """An input image is missing, unreadable, empty, or of an unsupported kind."""
 
 
+class InputVideoError(LightBSRError):
+    """An input video is missing, corrupt or truncated, has no video stream, or a codec this FFmpeg cannot decode."""
+
+
 class CheckpointError(LightBSRError):
     """A checkpoint is missing, corrupt, of the wrong architecture, or has bad keys."""
 

@@ -11,6 +11,8 @@
 * :class:`Backend`, :func:`load_backend`, :data:`BACKENDS` — the backend interface and
   registry (:mod:`.backend`); the torch, onnxruntime and tensorrt backends are imported
   only when used (tensorrt: docs/tensorrt.md).
+* videos — :func:`.video.upscale_video` (PyAV, ``pip install 'lightbsr[video]'``): decode, upscale
+  and encode in a pipeline, with one degradation estimate per scene (:mod:`.scenes`).
 * ``lightbsr upscale`` — the command line (:mod:`.cli`).
 """
 

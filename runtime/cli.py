@@ -1,4 +1,4 @@
-"""``lightbsr upscale``: images or folders of images, on any backend (argparse only at import)."""
+"""``lightbsr upscale``: images, videos or folders of them, on any backend (argparse only at import)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 DEFAULT_MAX_PIXELS = 1 << 28  # = lightbsr.imageio.DEFAULT_MAX_PIXELS (not imported here: this module stays light)
 
 DESCRIPTION = """\
-Upscale images ×4 with a blind super-resolution model (LightBSR or KDSR student).
+Upscale images and videos ×4 with a blind super-resolution model (LightBSR or KDSR student).
 
 IN and OUT are image files, or folders: every image in IN (PNG, JPEG, WebP, TIFF, BMP;
 not recursive) is upscaled into OUT under the same name; unreadable files are skipped
@@ -36,6 +36,22 @@ beside it), or a TensorRT engine (.engine/.plan → tensorrt, with MODEL.estimat
 MODEL.restorer.engine beside it; its MODEL.engine.json sidecar is checked first). Without
 -m, the model bundled with lightbsr is used.
 
+Videos (.mp4, .mkv, .mov, .webm, .avi, ...; any container and codec PyAV's FFmpeg reads;
+pip install 'lightbsr[video]'): IN and OUT are video files (or folders mixing images and
+videos; a video keeps its extension). Frames are decoded, upscaled and encoded at the same
+time, with a progress bar in frames/s. Timestamps (variable frame rate too), frame rate,
+rotation, colour range and matrix are kept; audio and subtitles are copied as they are.
+--codec libx264 (default), libx265 or ffv1 (lossless), --crf, --pix-fmt (default: the
+source's, else 4:2:0 of its bit depth; 10-bit sources stay 10-bit). The degradation is
+estimated once per scene (--idr per-scene; scenes cut where the colour histogram of a
+thumbnail jumps by more than --scene-threshold) and shared by every frame and tile of the
+scene, so it does not change from frame to frame (LightBSR's per-pixel map is still taken
+per frame). --report FILE saves the scenes and timings as JSON. Ctrl-C removes the partial
+output, or with --keep-partial ends it cleanly as a shorter, playable file. A corrupt
+frame is skipped with a warning (--on-corrupt stop: an error); a corrupt or truncated
+file, one without a video stream or with a codec FFmpeg cannot decode, and a container
+that cannot hold the codec are errors, and leave no output.
+
 TensorRT from ONNX: --backend tensorrt -m MODEL.onnx builds engines for the split graphs
 (else the full graph) on first use, with shape profiles fitted to the input images and
 tiling options (opt = max = the tile, 512 without --tile, batch up to --tile-batch; the
@@ -46,6 +62,7 @@ the precision from the ONNX (convert it with `lightbsr quantize --fp16`). See do
 
 examples:
   lightbsr upscale -i photo.jpg -o photo_x4.png -m lightbsr_x4.safetensors
+  lightbsr upscale -i clip.mp4 -o clip_x4.mp4 -m lightbsr_x4.onnx --crf 16 --report clip_x4.json
   lightbsr upscale -i photos/ -o photos_x4/ -m lightbsr_x4.onnx --tile 256 --tile-batch 4 --json
   lightbsr upscale -i photo.jpg -o photo_x4.png -m lightbsr_x4.onnx --backend tensorrt --tile 256"""
 
@@ -64,6 +81,10 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
     "shared_idr": True,
     "overwrite": False,
     "json": False,
+    "crf": None,
+    "pix_fmt": None,
+    "report": None,
+    "keep_partial": False,
 }
 
 
@@ -111,7 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="refuse inputs whose header declares more pixels than this (decompression bombs)",
     )
-    p.add_argument("--format", metavar="EXT", help="output extension for folders, e.g. png (default: the input's)")
+    p.add_argument(
+        "--format", metavar="EXT", help="output extension of images in folders, e.g. png (default: the input's)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (else: error; folders: skip)")
     p.add_argument("--providers", metavar="LIST", help="onnxruntime execution providers, comma-separated")
     p.add_argument(
@@ -121,7 +144,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: $LIGHTBSR_CACHE, else ~/.cache/lightbsr/engines)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    _add_video_arguments(p)
     p.set_defaults(func=run_upscale)
+
+
+def _add_video_arguments(p: argparse.ArgumentParser) -> None:
+    video = p.add_argument_group("videos")
+    video.add_argument("--codec", default="libx264", help="video encoder: libx264, libx265, ffv1 (lossless), ...")
+    video.add_argument(
+        "--crf", type=int, metavar="N", help="quality for libx264/libx265, 0–51, lower is better (default: 18)"
+    )
+    video.add_argument(
+        "--pix-fmt", metavar="FMT", help="encoded pixel format (default: the source's, else yuv420p or yuv420p10le)"
+    )
+    video.add_argument(
+        "--idr",
+        default="per-scene",
+        choices=("per-frame", "per-scene", "fixed"),
+        help="degradation estimate: on every frame, once per scene, or once for the whole video",
+    )
+    video.add_argument(
+        "--scene-threshold",
+        type=float,
+        default=0.2,  # = lightbsr.runtime.scenes.DEFAULT_SCENE_THRESHOLD (not imported: this module stays light)
+        metavar="T",
+        help="histogram distance (0–1) between consecutive frames that starts a new scene",
+    )
+    video.add_argument(
+        "--on-corrupt", default="skip", choices=("skip", "stop"), help="a frame that fails to decode: skip it, or stop"
+    )
+    video.add_argument(
+        "--keep-partial", action="store_true", help="on Ctrl-C, end the output cleanly and keep it (else: removed)"
+    )
+    video.add_argument("--report", metavar="FILE", help="write the JSON report (scenes, timings) to FILE as well")
 
 
 def run_upscale(args: argparse.Namespace) -> int:
@@ -164,10 +219,29 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-pixels must be ≥ 1, got {args.max_pixels}")
 
 
+def _video_options(args: argparse.Namespace) -> Any:
+    from lightbsr.errors import ConfigError
+    from lightbsr.runtime.video import VideoOptions
+
+    if not args.shared_idr:
+        raise ConfigError("--no-shared-idr is for images; for videos choose the estimate with --idr")
+    return VideoOptions(
+        codec=args.codec,
+        crf=args.crf,
+        pix_fmt=args.pix_fmt,
+        idr=args.idr,
+        scene_threshold=args.scene_threshold,
+        on_corrupt=args.on_corrupt,
+        keep_partial=args.keep_partial,
+        max_pixels=args.max_pixels,
+    )
+
+
 def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]:
     """(input, output) pairs and whether IN is a folder; output formats are checked here, before any work."""
     from lightbsr.errors import ConfigError, InputImageError
     from lightbsr.imageio import WRITE_FORMATS, check_output_path
+    from lightbsr.runtime.video import VIDEO_SUFFIXES, is_video_path
 
     source, target = Path(args.input), Path(args.output)
     suffix = None
@@ -184,14 +258,18 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
         inputs = sorted(
             p
             for p in source.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in WRITE_FORMATS
+            if p.is_file() and not p.name.startswith(".") and (p.suffix.lower() in WRITE_FORMATS or is_video_path(p))
         )
         if not inputs:
-            raise InputImageError(f"{source}: no images ({', '.join(WRITE_FORMATS)}) in the folder")
-        return [(p, target / (p.stem + (suffix or p.suffix))) for p in inputs], True
+            raise InputImageError(f"{source}: no images ({', '.join(WRITE_FORMATS)}) or videos in the folder")
+        return [(p, target / (p.stem + (p.suffix if is_video_path(p) else suffix or p.suffix))) for p in inputs], True
     if target.is_dir():
-        target = target / (source.stem + (suffix or source.suffix))
-    check_output_path(target)
+        target = target / (source.stem + (source.suffix if is_video_path(source) else suffix or source.suffix))
+    if is_video_path(source):
+        if not is_video_path(target):
+            raise ConfigError(f"{target}: a video is upscaled into a video file ({', '.join(VIDEO_SUFFIXES)})")
+    else:
+        check_output_path(target)
     if target.resolve() == source.resolve():
         raise ConfigError(f"{target}: the output would replace the input")
     if target.exists() and not args.overwrite:
@@ -234,10 +312,19 @@ def _run(args: argparse.Namespace) -> int:
 
     from lightbsr.errors import LightBSRError, one_line
     from lightbsr.imageio import read_image
+    from lightbsr.runtime.video import check_video_output, is_video_path, upscale_video
 
     _check_options(args)
     jobs, folder = _plan_jobs(args)
-    first_image = None if folder else read_image(jobs[0][0], args.max_pixels)  # a bad single input fails fast
+    videos = any(is_video_path(source) for source, _ in jobs)
+    video_options = _video_options(args) if videos else None
+    first_image = None
+    if not folder:  # a bad single input fails fast, before the model loads
+        source, target = jobs[0]
+        if video_options is not None:
+            check_video_output(source, target, video_options)
+        else:
+            first_image = read_image(source, args.max_pixels)
     upscaler = _open_upscaler(args, [source for source, _ in jobs])
     records: list[dict[str, Any]] = []
     bar = tqdm(jobs, desc="upscale", unit="img", file=sys.stderr, disable=None) if folder else jobs
@@ -249,8 +336,11 @@ def _run(args: argparse.Namespace) -> int:
             record["reason"] = "output exists (pass --overwrite to replace it)"
             continue
         try:
-            image = first_image if first_image is not None else read_image(source, args.max_pixels)
-            record |= _upscale_one(upscaler, image, target, tile_bar=not folder)
+            if is_video_path(source):
+                record |= upscale_video(upscaler, source, target, video_options)
+            else:
+                image = first_image if first_image is not None else read_image(source, args.max_pixels)
+                record |= _upscale_one(upscaler, image, target, tile_bar=not folder)
             record["status"] = "ok"
         except (LightBSRError, OSError) as err:
             if not folder:
@@ -259,20 +349,30 @@ def _run(args: argparse.Namespace) -> int:
             record |= {"status": "failed", "error": message}
             tqdm.write(f"lightbsr: warning: skipped {source.name}: {message}", file=sys.stderr)
     failed = sum(r["status"] == "failed" for r in records)
+    summary = {
+        "model": args.model,
+        **upscaler.describe(),
+        "images": records,
+        "ok": sum(r["status"] == "ok" for r in records),
+        "skipped": sum(r["status"] == "skipped" for r in records),
+        "failed": failed,
+    }
+    if args.report:
+        from lightbsr.files import atomic_output
+
+        with atomic_output(args.report) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:
-        summary = {
-            "model": args.model,
-            **upscaler.describe(),
-            "images": records,
-            "ok": sum(r["status"] == "ok" for r in records),
-            "skipped": sum(r["status"] == "skipped" for r in records),
-            "failed": failed,
-        }
         print(json.dumps(summary, indent=2))
     else:
         for r in records:
             if r["status"] == "ok":
                 size = "{}×{} → {}×{}".format(*r["input_size"], *r["output_size"])
+                if r.get("kind") == "video":
+                    scenes = len(r["scenes"])
+                    size += (
+                        f", {r['frames']} frames, {scenes} scene{'s' if scenes != 1 else ''}, {r['fps']:.2f} frames/s"
+                    )
                 print(f"wrote {r['output']} ({size}, {r['seconds']:.2f} s)")
             elif r["status"] == "skipped":
                 print(f"skipped {r['output']}: {r['reason']}")
@@ -284,15 +384,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _image_sizes(paths: list[Path], max_pixels: int) -> list[tuple[int, int]]:
     """(height, width) of each readable input, from its header (for the TensorRT engines' shape profiles)."""
-    from lightbsr.errors import InputImageError
+    from lightbsr.errors import LightBSRError
     from lightbsr.imageio import probe_image
+    from lightbsr.runtime.video import is_video_path, probe_video
 
     sizes = []
     for path in paths:
         try:
-            header = probe_image(path, max_pixels)
-        except InputImageError:
-            continue  # reported when the image itself is read
+            header = probe_video(path, max_pixels) if is_video_path(path) else probe_image(path, max_pixels)
+        except LightBSRError:
+            continue  # reported when the file itself is read
         sizes.append((header.height, header.width))
     return sizes
 

@@ -35,6 +35,9 @@ IDR), else blend. With ``tile=None`` the tile size comes from the device's free 
 size only (:attr:`Backend.max_input_size`: TensorRT engines) gets tiles that fit, an
 explicit larger tile being reduced with a warning. On an out-of-memory error the tile is
 halved and the image is run again, with a warning, down to :data:`MIN_RETRY_TILE`.
+
+A degradation estimate made elsewhere can be given (``idr=``, e.g. one per video scene,
+:mod:`lightbsr.runtime.scenes`): it then replaces the image's own, for every tile.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from lightbsr.errors import ConfigError, OutOfMemoryError
+from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
 from lightbsr.runtime import memory
 from lightbsr.runtime.backend import IDR, Backend, Workload, load_backend
 from lightbsr.runtime.tiling import Blender, cap_tile, check_tile_options, plan_tiles
@@ -121,6 +124,8 @@ class Upscaler:
     [0, 1]). Gray is upscaled as RGB and turned back to gray (BT.601 luma); alpha is
     upscaled on its own with bicubic interpolation, not by the network.
     :meth:`upscale_lr` is the float core: ``(3, H, W)`` → ``(3, sH, sW)``, unclamped.
+    Both take an optional ``idr`` (from :meth:`estimate_image` / :meth:`estimate_lr`, possibly of
+    another image of the same size) to restore with instead of estimating the image's own.
     """
 
     def __init__(
@@ -192,30 +197,32 @@ class Upscaler:
         """The backend's restoration of an ``(N, 3, H, W)`` float32 batch with its IDR."""
         return self.backend.restore(np.asarray(lr, dtype=np.float32), idr)
 
+    def estimate_lr(self, lr: np.ndarray) -> IDR:
+        """The shared degradation estimate of a ``(3, H, W)`` float32 image, as :meth:`upscale_lr` makes it."""
+        lr = _check_lr(lr)
+        if not self.backend.can_split:
+            raise ModelFileError(
+                f"the {self.backend.name} model has no separate estimator graph, so its degradation estimate "
+                "cannot be reused (export the split graphs)"
+            )
+        return self._shared_estimate(lr)
+
+    def estimate_image(self, image: np.ndarray) -> IDR:
+        """:meth:`estimate_lr` of an image array laid out as :meth:`upscale` takes it."""
+        return self.estimate_lr(_image_to_lr(np.asarray(image))[0])
+
     # ------------------------------------------------------------------ images
 
-    def upscale(self, image: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    def upscale(self, image: np.ndarray, progress: Progress | None = None, idr: IDR | None = None) -> np.ndarray:
         """Upscale an image array (see the class docstring for the layouts and dtypes)."""
         array = np.asarray(image)
+        lr, peak = _image_to_lr(array)
         dtype = array.dtype
-        if dtype == np.uint8 or dtype == np.uint16:
-            peak = float(np.iinfo(dtype).max)
-        elif np.issubdtype(dtype, np.floating):
-            peak = 1.0
-        else:
-            raise ConfigError(f"cannot upscale {dtype} pixels; use uint8, uint16 or float in [0, 1]")
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (2, 3, 4)):
-            raise ConfigError(f"cannot upscale an array of shape {array.shape}; expected (H, W[, 2|3|4])")
-        if array.shape[0] == 0 or array.shape[1] == 0:
-            raise ConfigError(f"cannot upscale an empty image of shape {array.shape}")
         channels = 1 if array.ndim == 2 else array.shape[2]
         gray = channels in (1, 2)
-        color = array if channels == 1 else array[:, :, 0] if channels == 2 else array[:, :, :3]
-        lr = color.astype(np.float32) / np.float32(peak)
-        lr = np.broadcast_to(lr[None], (3, *lr.shape)) if gray else lr.transpose(2, 0, 1)
-        sr = np.clip(self.upscale_lr(lr, progress), 0.0, 1.0)
+        sr = np.clip(self.upscale_lr(lr, progress, idr), 0.0, 1.0)
         out = np.tensordot(_LUMA, sr, axes=1) if gray else sr.transpose(1, 2, 0)
         out = _from_unit(out, dtype, peak)
         if channels in (2, 4):
@@ -224,16 +231,28 @@ class Upscaler:
             out = np.dstack([out, resize_alpha(np.ascontiguousarray(array[:, :, -1]), self.scale)])
         return out
 
-    def upscale_lr(self, lr: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """``(3, H, W)`` float32 RGB in [0, 1] → ``(3, scale·H, scale·W)`` float32, unclamped."""
-        lr = np.ascontiguousarray(lr, dtype=np.float32)
-        if lr.ndim != 3 or lr.shape[0] != 3 or 0 in lr.shape:
-            raise ConfigError(f"lr must be a (3, H, W) array, got shape {lr.shape}")
+    def upscale_lr(self, lr: np.ndarray, progress: Progress | None = None, idr: IDR | None = None) -> np.ndarray:
+        """``(3, H, W)`` float32 RGB in [0, 1] → ``(3, scale·H, scale·W)`` float32, unclamped.
+
+        ``idr``: restore with this degradation estimate (shared by every tile) instead of the image's own.
+        """
+        lr = _check_lr(lr)
         start = time.perf_counter()
         _, height, width = lr.shape
+        if idr is not None:
+            if not self.shared_idr:
+                raise ConfigError(
+                    "a given degradation estimate is shared by every tile; this upscaler estimates per tile"
+                )
+            for name, value in idr.items():
+                if value.ndim == 4 and value.shape[-2:] != (height, width):
+                    raise ConfigError(
+                        f"the per-pixel degradation estimate {name} is {value.shape[-1]}×{value.shape[-2]}; "
+                        f"the image is {width}×{height}"
+                    )
         tile, overlap = self._initial_tile(height, width)
         retries = 0
-        estimate: list[IDR] = []  # the shared estimate, kept across out-of-memory retries
+        estimate: list[IDR] = [] if idr is None else [idr]  # the shared estimate, kept across out-of-memory retries
         while True:
             try:
                 sr, tiles = self._run(lr, tile, overlap, progress, estimate)
@@ -348,7 +367,7 @@ class Upscaler:
     ) -> tuple[np.ndarray, int]:
         _, height, width = lr.shape
         if tile is None:
-            sr = self.backend.forward(lr[None])[0]
+            sr = self.backend.forward(lr[None])[0] if not estimate else self.backend.restore(lr[None], estimate[0])[0]
             if progress:
                 progress(1, 1)
             return sr, 1
@@ -373,6 +392,35 @@ class Upscaler:
             if progress:
                 progress(first + len(batch), len(tiles))
         return blender.result(), len(tiles)
+
+
+def _image_to_lr(array: np.ndarray) -> tuple[np.ndarray, float]:
+    """An image array (see :class:`Upscaler`) → ``(3, H, W)`` float32 RGB in [0, 1] (gray repeated), and its peak."""
+    dtype = array.dtype
+    if dtype == np.uint8 or dtype == np.uint16:
+        peak = float(np.iinfo(dtype).max)
+    elif np.issubdtype(dtype, np.floating):
+        peak = 1.0
+    else:
+        raise ConfigError(f"cannot upscale {dtype} pixels; use uint8, uint16 or float in [0, 1]")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (2, 3, 4)):
+        raise ConfigError(f"cannot upscale an array of shape {array.shape}; expected (H, W[, 2|3|4])")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ConfigError(f"cannot upscale an empty image of shape {array.shape}")
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    color = array if channels == 1 else array[:, :, 0] if channels == 2 else array[:, :, :3]
+    lr = color.astype(np.float32) / np.float32(peak)
+    lr = np.broadcast_to(lr[None], (3, *lr.shape)) if channels in (1, 2) else lr.transpose(2, 0, 1)
+    return lr, peak
+
+
+def _check_lr(lr: np.ndarray) -> np.ndarray:
+    lr = np.ascontiguousarray(lr, dtype=np.float32)
+    if lr.ndim != 3 or lr.shape[0] != 3 or 0 in lr.shape:
+        raise ConfigError(f"lr must be a (3, H, W) array, got shape {lr.shape}")
+    return lr
 
 
 def _crop_idr(idr: IDR, crops: list[tuple[slice, slice]]) -> IDR:

@@ -104,3 +104,43 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Modu
     with single_torch_thread():
         export_onnx(model, path, config=ModelConfig.from_arch("lightbsr_student_x4", setting=1), split=True)
     return path, model
+
+
+def _cut_reference(arch: str) -> nn.Module:
+    """The reference-weight student of ``arch`` cut down to one block (LightBSR: one group of one block;
+    KDSR: one restoration block and one estimator block): the same operators, a graph ~30× smaller."""
+    from runtime_models import reference_student
+
+    model = reference_student(arch)
+    if arch.startswith("lightbsr"):
+        model.groups = nn.ModuleList(model.groups[:1])
+        model.groups[0].blocks = nn.ModuleList(model.groups[0].blocks[:1])
+    else:
+        model.blocks = nn.ModuleList(model.blocks[:1])
+        model.estimator.blocks = model.estimator.blocks[:1]
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cut-down reference-weight LightBSR student as split ONNX graphs (plain ``torch.onnx.export``).
+
+    Unlike :func:`tiny_lightbsr` (an initialisation, whose blocks barely act) its blocks act; but its
+    channel IDR hardly changes from image to image (the reference weights saturate the estimator).
+    """
+    from runtime_models import export_onnx
+
+    path = tmp_path_factory.mktemp("tiny-reference") / "tiny.onnx"
+    with single_torch_thread():
+        return export_onnx(_cut_reference("lightbsr_student_x4"), path, arch="lightbsr_student_x4")
+
+
+@pytest.fixture(scope="session")
+def tiny_kdsr_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cut-down reference-weight KDSR student as split ONNX graphs: its (global) IDR changes from image to
+    image, and its output with it (a few levels of 255 with another image's IDR)."""
+    from runtime_models import export_onnx
+
+    path = tmp_path_factory.mktemp("tiny-kdsr") / "tiny_kdsr.onnx"
+    with single_torch_thread():
+        return export_onnx(_cut_reference("kdsr_student_m_x4"), path, arch="kdsr_student_m_x4")
