@@ -4,7 +4,17 @@
 quota, or a process pinned with ``taskset``, gets fewer. Sizing a thread pool from it
 oversubscribes the CPUs, and PyTorch's OpenMP threads, which spin while they wait for
 each other, then slow down many times over. :func:`available_cpus` is the one place that
-answers "how many threads".
+answers "how many threads", and :func:`prefer_passive_wait` / :data:`ORT_SPINNING` the one
+place that decides how idle threads wait.
+
+Waiting. PyTorch's OpenMP threads (libgomp) and ONNX Runtime's pool spin at the end of every
+parallel region by default. On an idle machine that saves a wake-up; on a shared one the
+spinning threads take the cores the working ones need, and a 2-thread upscale beside another
+busy process ran many times slower than with sleeping threads (measured by
+`lightbsr bench --contention`; see the committed CPU report). lightbsr therefore makes idle
+threads sleep: ``OMP_WAIT_POLICY=PASSIVE`` (set when ``lightbsr`` is imported, unless the
+variable is already set; it must be set before torch loads OpenMP, so import lightbsr before
+torch) and ONNX Runtime sessions without ``session.intra_op.allow_spinning``.
 """
 
 from __future__ import annotations
@@ -16,7 +26,18 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ISA_FLAGS", "available_cpus", "cgroup_cpu_limit", "cpu_isa", "cpu_name", "describe_machine"]
+__all__ = [
+    "ISA_FLAGS",
+    "ORT_SPINNING",
+    "available_cpus",
+    "cgroup_cpu_limit",
+    "cpu_isa",
+    "cpu_name",
+    "describe_machine",
+    "prefer_passive_wait",
+    "torch_threads",
+    "wait_policy",
+]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CPUINFO = Path("/proc/cpuinfo")
@@ -82,6 +103,42 @@ def available_cpus(root: Path = _CGROUP_ROOT) -> int:
     return max(1, count)
 
 
+WAIT_POLICY_VARIABLE = "OMP_WAIT_POLICY"
+ORT_SPINNING = False
+"""Whether ONNX Runtime's intra-op threads spin while they wait (``session.intra_op.allow_spinning``)."""
+
+
+def prefer_passive_wait() -> None:
+    """Make OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``) unless the variable is set.
+
+    OpenMP reads it when it is loaded: this has an effect on torch only if it runs before ``import torch``
+    (``import lightbsr`` calls it).
+    """
+    os.environ.setdefault(WAIT_POLICY_VARIABLE, "PASSIVE")
+
+
+def wait_policy() -> str:
+    """The OpenMP wait policy in force for this process's torch, for reports: ``passive``, ``active`` or ``default``."""
+    return (os.environ.get(WAIT_POLICY_VARIABLE) or "default").lower()
+
+
+def torch_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads: ``threads``, else at most :func:`available_cpus` (never raised); returns it.
+
+    torch sizes its pool from the CPUs of its affinity mask, not from a cgroup CPU quota.
+    """
+    import torch
+
+    if threads is not None and threads < 1:
+        from lightbsr.errors import ConfigError
+
+        raise ConfigError(f"threads must be ≥ 1, got {threads}")
+    wanted = threads or min(torch.get_num_threads(), available_cpus())
+    if wanted != torch.get_num_threads():
+        torch.set_num_threads(wanted)
+    return wanted
+
+
 def describe_machine(device: str = "cpu") -> dict[str, Any]:
     """The machine work runs on, for logs and reports: CPU model and ISA, usable CPUs, GPU, versions."""
     import torch
@@ -90,6 +147,7 @@ def describe_machine(device: str = "cpu") -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_isa": cpu_isa(),
         "cpus": available_cpus(),
+        "omp_wait_policy": wait_policy(),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }

@@ -85,6 +85,7 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
     "pix_fmt": None,
     "report": None,
     "keep_partial": False,
+    "threads": None,
 }
 
 
@@ -137,6 +138,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (else: error; folders: skip)")
     p.add_argument("--providers", metavar="LIST", help="onnxruntime execution providers, comma-separated")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of the torch and onnxruntime backends (default: the CPUs this process may use: "
+        "affinity and cgroup quota); idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE unless set)",
+    )
     p.add_argument(
         "--engine-cache",
         metavar="DIR",
@@ -288,6 +296,12 @@ def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
         if backend != "onnxruntime":
             raise ConfigError("--providers is for the onnxruntime backend")
         options["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be ≥ 1, got {args.threads}")
+        if backend == "tensorrt":
+            raise ConfigError("--threads is for the torch and onnxruntime backends")
+        options["threads"] = args.threads
     if args.engine_cache is not None:
         if backend != "tensorrt":
             raise ConfigError("--engine-cache is for the tensorrt backend")

@@ -24,6 +24,7 @@ from torch import nn
 
 from lightbsr.contract import idr_names
 from lightbsr.errors import BackendUnavailableError, ConfigError
+from lightbsr.hardware import torch_threads
 from lightbsr.models import KDSR, KDSRTeacher, LightBSR, LightBSRTeacher
 from lightbsr.runtime.backend import IDR, Backend, Workload
 
@@ -69,7 +70,9 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, *, device: str = "auto", precision: str | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, *, device: str = "auto", precision: str | None = None, threads: int | None = None
+    ) -> None:
         self.family = model_family(model)
         self.scale = int(getattr(model, "scale", 4))
         self.precision = precision or "fp32"
@@ -77,6 +80,7 @@ class TorchBackend(Backend):
             raise ConfigError(f"unknown precision {self.precision!r}; choose from fp32, fp16, bf16")
         self._device = resolve_device(device)
         self.device = str(self._device)
+        self.threads = torch_threads(threads)  # torch's pool is process-wide: capped to the usable CPUs
         self.model: Any = model.to(self._device).eval()  # a LightBSR or KDSR (estimate/restore)
         self._idr_names = idr_names(self.family)
 
@@ -201,17 +205,22 @@ def load(
     device: str = "auto",
     precision: str | None = None,
     workload: Workload | None = None,
+    threads: int | None = None,
     **options: Any,
 ) -> TorchBackend:
-    """A torch backend for a lightbsr checkpoint file (or a model object); any ``workload`` runs as it is."""
+    """A torch backend for a lightbsr checkpoint file (or a model object); any ``workload`` runs as it is.
+
+    ``threads``: torch's intra-op threads (process-wide; default: at most the usable CPUs,
+    :func:`lightbsr.hardware.torch_threads`).
+    """
     if options:
-        raise ConfigError(f"the torch backend takes no option(s) {', '.join(sorted(options))}")
+        raise ConfigError(f"the torch backend takes no option(s) {', '.join(sorted(options))}; known: threads")
     if isinstance(model, nn.Module):
-        return TorchBackend(model, device=device, precision=precision)
+        return TorchBackend(model, device=device, precision=precision, threads=threads)
     from lightbsr.checkpoint import load_checkpoint
 
     path = Path(model)
     module, config = load_checkpoint(path)
     if config.role != "student":
         raise ConfigError(f"{path}: {config.arch} is a teacher model: it needs the true degradation; use a student")
-    return TorchBackend(module, device=device, precision=precision)
+    return TorchBackend(module, device=device, precision=precision, threads=threads)
