@@ -38,9 +38,17 @@ runtime gets the same precision.
   GlobalAveragePool (global pooling) and Sigmoid/Softmax stay FP32; inputs and outputs stay FP32
   unless --fp16-io. Backend: onnxruntime's float16 converter, or NVIDIA ModelOpt AutoCast
   (--fp16-backend modelopt, needs `pip install 'lightbsr[modelopt]'`).
---int8: explicit Q/DQ (QuantizeLinear/DequantizeLinear) on the inputs of Conv/MatMul/Gemm:
-  INT8 weights symmetric per output channel, INT8 activations symmetric per tensor, biases FP32;
-  the first and last layers stay FP32 unless --quantize-first-last. Calibration: --calib-count
+--int8: explicit Q/DQ (QuantizeLinear/DequantizeLinear) around Conv/MatMul/Gemm, INT8 weights
+  symmetric per output channel, made for --target:
+    tensorrt (default): INT8 activations symmetric per tensor, Q/DQ on the op inputs, FP32 biases
+      (TensorRT's explicit quantization);
+    cpu: ONNX Runtime on x86 CPUs: uint8 activations, asymmetric (its fast U8S8 kernels; VNNI where
+      the CPU has it), Q/DQ on op inputs and outputs with INT32 biases so that they fuse into
+      QLinearConv/QLinearMatMul (the summary lists the integer kernels ONNX Runtime runs),
+      depthwise convolutions FP32.
+  The target is recorded in the metadata (lightbsr.int8_target); the runtime warns when a model
+  made for one runs on the other. The first and last layers stay FP32 unless --quantize-first-last.
+  Calibration: --calib-count
   LR crops of --calib-size pixels synthesised from the HR images in --calib DIR with the training
   degradation model of the model's setting (random blur kernels, noise in setting 2), seeded.
   Students only (a teacher also needs its DRP / HR input).
@@ -114,6 +122,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--setting", type=int, choices=(1, 2), help="degradation setting (default: the model's, else 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration crops")
     p.add_argument("--quantize-first-last", action="store_true", help="quantize the first and last layers too")
+    p.add_argument(
+        "--target",
+        choices=("tensorrt", "cpu"),
+        default=argparse.SUPPRESS,
+        help="--int8 for TensorRT (symmetric int8 activations; the default) or ONNX Runtime on the CPU (uint8)",
+    )
     quality = p.add_argument_group("INT8 quality bound (see above)")
     quality.add_argument(
         "--max-drop", type=float, metavar="DB", help="largest Y-PSNR drop against FP32 on held-out crops (dB)"
@@ -205,8 +219,9 @@ def _run_quantize(args: argparse.Namespace) -> int:
     precision = "fp16" if args.fp16 else "int8"
     output = args.output or str(Path(args.model).with_suffix(f".{precision}.onnx"))
     progress = sys.stderr.isatty()
-    if args.fp16 and (args.max_drop is not None or args.max_float_layers is not None):
-        raise ConfigError("--max-drop and --max-float-layers are for --int8")
+    target = getattr(args, "target", None)
+    if args.fp16 and (args.max_drop is not None or args.max_float_layers is not None or target is not None):
+        raise ConfigError("--max-drop, --max-float-layers and --target are for --int8")
     if args.fp16:
         result = quantize_fp16(
             args.model, output, keep_io_types=not args.fp16_io, backend=args.fp16_backend, progress=progress
@@ -230,6 +245,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             max_float_layers=args.max_float_layers,
             eval_count=args.eval_count,
             eval_size=args.eval_size,
+            target=target or "tensorrt",
             progress=progress,
         )
     if args.json:
@@ -245,6 +261,10 @@ def _run_quantize(args: argparse.Namespace) -> int:
             )
         for f in result.files.values():
             print(f"wrote {f.path} ({precision} {f.graph}, {f.nodes} nodes, {f.bytes / 1e6:.1f} MB)")
+        kernels = result.details.get("onnxruntime_cpu_kernels")
+        if kernels:
+            text = ", ".join(f"{op} {n}" for op, n in kernels.items())
+            print(f"INT8 for {result.details['target']}; ONNX Runtime CPU runs: {text}")
     return 0
 
 

@@ -6,12 +6,21 @@
   FP32 by default. Backend: ``onnxruntime.transformers.float16`` (ships with onnxruntime);
   NVIDIA ModelOpt AutoCast where ``modelopt`` is installed (the ``[modelopt]`` extra).
 * :func:`quantize_int8`: explicit Q/DQ (``QuantizeLinear``/``DequantizeLinear``) with
-  ``onnxruntime.quantization.quantize_static``: INT8 weights, symmetric per output channel;
-  INT8 activations, symmetric (TensorRT's INT8 is signed and symmetric); Q/DQ on the inputs
-  of Conv, MatMul and Gemm (TensorRT's placement), biases left in FP32. The first compute
-  layer on the LR image and the last one(s) before each output stay FP32 unless asked.
-  Calibration data: LR crops made from the HR images of a folder with the training
-  degradation model (:func:`calibration_crops`), seeded.
+  ``onnxruntime.quantization.quantize_static``, INT8 weights symmetric per output channel, for
+  one of two targets (:data:`INT8_TARGET_SETTINGS`, recorded as ``lightbsr.int8_target``):
+
+  - ``tensorrt``: INT8 activations, symmetric (TensorRT's INT8 is signed and symmetric); Q/DQ on
+    the inputs of Conv, MatMul and Gemm (TensorRT's placement), biases left in FP32.
+  - ``cpu``: what ONNX Runtime's x86 integer kernels are fast at. Activations asymmetric *uint8*
+    (the U8S8 kernels: ``vpmaddubsw`` on AVX2, ``vpdpbusd`` with VNNI; S8S8 runs a much slower
+    path); Q/DQ on the inputs *and outputs* of Conv, MatMul and Gemm with INT32 biases, so that
+    ONNX Runtime's graph optimiser fuses each DQ → op → Q into ``QLinearConv`` / ``QLinearMatMul``
+    (:func:`fused_int8_ops` checks it); depthwise convolutions stay FP32 (ONNX Runtime's uint8
+    depthwise kernel was slower than its FP32 NCHWc one: the committed CPU report's notes).
+
+  The first compute layer on the LR image and the last one(s) before each output stay FP32
+  unless asked. Calibration data: LR crops made from the HR images of a folder with the
+  training degradation model (:func:`calibration_crops`), seeded.
 
 Both handle split graphs: when ``model.estimator.onnx`` and ``model.restorer.onnx`` sit beside
 the input (same source checkpoint), they are converted too, so the runtime's tiled path gets
@@ -60,10 +69,13 @@ __all__ = [
     "COMPUTE_OPS",
     "FP16_KEEP_FP32_OPS",
     "INT8_OPS",
+    "INT8_TARGET_SETTINGS",
     "QuantizeResult",
     "boundary_nodes",
     "calibration_crops",
     "degraded_crops",
+    "depthwise_nodes",
+    "fused_int8_ops",
     "quantize_fp16",
     "quantize_int8",
     "sibling_graphs",
@@ -84,6 +96,35 @@ INT8_OPS = ("Conv", "MatMul", "Gemm")
 """Ops whose inputs get Q/DQ in :func:`quantize_int8` (TensorRT fuses DQ → op → Q around them)."""
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class _Int8Target:
+    """How ``quantize_static`` quantizes for one target (see the module docstring)."""
+
+    activations: str  # QuantType name
+    symmetric_activations: bool
+    quantize_outputs: bool  # Q/DQ after the ops too (fusable into QLinear* kernels)
+    quantize_bias: bool  # INT32 biases (ONNX Runtime's QLinearConv takes them)
+    float_depthwise: bool
+    description: str
+
+
+INT8_TARGET_SETTINGS = {
+    "tensorrt": _Int8Target(
+        "QInt8", True, False, False, False, "int8, symmetric, per tensor; Q/DQ on the op inputs (TensorRT)"
+    ),
+    "cpu": _Int8Target(
+        "QUInt8",
+        False,
+        True,
+        True,
+        True,
+        "uint8, asymmetric, per tensor; Q/DQ on op inputs and outputs, INT32 biases, depthwise convs FP32 "
+        "(ONNX Runtime U8S8 QLinearConv/QLinearMatMul)",
+    ),
+}
+"""The targets of :data:`lightbsr.contract.INT8_TARGETS` and how each is quantized."""
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -347,6 +388,36 @@ def boundary_nodes(model: onnx.ModelProto, image_input: str = contract.INPUT_LR)
     return list(dict.fromkeys(found))
 
 
+def depthwise_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the depthwise Conv nodes (``group`` > 1 and equal to the weight's output channels)."""
+    weights = {init.name: init for init in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if group > 1 and weight is not None and weight.dims[0] == group and weight.dims[1] == 1:
+            found.append(node.name)
+    return found
+
+
+def fused_int8_ops(path: str | os.PathLike[str]) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime's CPU provider runs (after its optimiser), integer kernels first.
+
+    Whether a Q/DQ graph's layers became integer kernels (``QLinearConv``, ``QLinearMatMul``, ``QGemm``,
+    ``MatMulIntegerToFloat``, ...) or stayed float ops between QuantizeLinear/DequantizeLinear pairs.
+    """
+    with tempfile.TemporaryDirectory(prefix="lightbsr-opt-") as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        # "extended": the Q/DQ fusions, without the machine-specific layout transforms of "all"
+        session(path, threads=1, optimize="extended", save_optimized=optimized)
+        graph = onnx.load(str(optimized), load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    integer = {op: n for op, n in counts.items() if op.startswith(("QLinear", "QGemm", "MatMulInteger", "ConvInteger"))}
+    return dict(sorted(integer.items())) | {op: n for op, n in sorted(counts.items()) if op not in integer}
+
+
 def _session(model: onnx.ModelProto, optimize: bool = True) -> Any:
     return session(model.SerializeToString(), optimize=optimize)
 
@@ -441,9 +512,10 @@ def quantize_int8(
     max_float_layers: int | None = None,
     eval_count: int = 16,
     eval_size: int = 48,
+    target: str = "tensorrt",
     progress: bool = False,
 ) -> QuantizeResult:
-    """INT8 Q/DQ copy of an FP32 lightbsr student ONNX model (and of its split siblings).
+    """INT8 Q/DQ copy of an FP32 lightbsr student ONNX model (and of its split siblings), for ``target``.
 
     With ``max_drop`` (dB), the quality is checked: the HR images are split into calibration
     images and held-out images (every fourth, at least one; with a single image, other crops of
@@ -461,11 +533,16 @@ def quantize_int8(
         method: calibration method, ``minmax`` | ``entropy`` | ``percentile``.
         quantize_first_last: also quantize the first and last compute layers (:func:`boundary_nodes`).
         max_drop, max_float_layers, eval_count, eval_size: the quality bound (see above).
+        target: ``tensorrt`` (symmetric int8 activations) or ``cpu`` (ONNX Runtime's U8S8 kernels);
+            see :data:`INT8_TARGET_SETTINGS`.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    if target not in INT8_TARGET_SETTINGS:
+        raise ConfigError(f"unknown INT8 target {target!r}; choose one of {', '.join(contract.INT8_TARGETS)}")
+    how = INT8_TARGET_SETTINGS[target]
     start = time.perf_counter()
     sources = sibling_graphs(model_path)
     targets = _output_paths(sources, output)
@@ -488,8 +565,9 @@ def quantize_int8(
     lr_feeds = [{contract.INPUT_LR: lr[None]} for lr, _ in crops]
     details: dict[str, Any] = {
         "calibration": {"count": count, "size": size, "setting": setting, "method": method, "seed": seed},
+        "target": target,
         "weights": "int8, symmetric, per output channel",
-        "activations": "int8, symmetric, per tensor",
+        "activations": how.description,
         "quantized_ops": list(INT8_OPS),
         "excluded_nodes": [],
     }
@@ -501,6 +579,8 @@ def quantize_int8(
     model, graph_meta = full, meta
     _ensure_node_names(model)
     excluded = [] if quantize_first_last else boundary_nodes(model)
+    if how.float_depthwise:
+        excluded += [name for name in depthwise_nodes(model) if name not in excluded]
     reference = onnx.ModelProto()
     reference.CopyFrom(model)  # quantize_static moves the weights of the model it is given to external files
     details["excluded_nodes"] = excluded
@@ -516,16 +596,18 @@ def quantize_int8(
                     quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(INT8_OPS),
                     per_channel=True,
-                    activation_type=QuantType.QInt8,
+                    activation_type=QuantType[how.activations],
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=excluded,
                     calibrate_method=calibration,
                     extra_options={
-                        "ActivationSymmetric": True,
+                        "ActivationSymmetric": how.symmetric_activations,
                         "WeightSymmetric": True,
-                        "QuantizeBias": False,  # TensorRT takes FP32 biases, not INT32 DequantizeLinear
-                        # Q/DQ on the inputs only (TensorRT's placement): no output rounding feeds residual adds
-                        "OpTypesToExcludeOutputQuantization": list(INT8_OPS),
+                        # TensorRT takes FP32 biases, not INT32 DequantizeLinear; ONNX Runtime's QLinearConv INT32
+                        "QuantizeBias": how.quantize_bias,
+                        # TensorRT: Q/DQ on the inputs only, no output rounding feeds residual adds;
+                        # CPU: on the outputs too, so that DQ → op → Q fuses into one integer kernel
+                        "OpTypesToExcludeOutputQuantization": [] if how.quantize_outputs else list(INT8_OPS),
                         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
                         "CalibStridedMinMax": 1,  # one crop's activations in memory at a time (any method)
                     },
@@ -565,13 +647,19 @@ def quantize_int8(
         for graph, (ins, outs) in cuts.items():
             like = load_onnx(sources[graph], load_weights=False)
             converted[targets[graph]] = cut_graph(quantized, ins, outs, like)
-    for target, graph_model in converted.items():
-        graph = next(g for g, t in targets.items() if t == target)
+    for written_path, graph_model in converted.items():
+        graph = next(g for g, t in targets.items() if t == written_path)
         src_meta = {**meta, contract.META_GRAPH: graph}
         recorded = {**details["calibration"], **({"quality": details["quality"]} if "quality" in details else {})}
-        set_metadata(graph_model, _precision_meta(src_meta, "int8", sources[graph], recorded))
+        recorded["target"] = target
+        written = _precision_meta(src_meta, "int8", sources[graph], recorded)
+        set_metadata(graph_model, {**written, contract.META_INT8_TARGET: target})
         _check(graph_model, graph)
     files = write_graphs(converted)
+    kernels = fused_int8_ops(files[targets[contract.GRAPH_FULL]].path)
+    details["onnxruntime_cpu_kernels"] = {
+        op: n for op, n in kernels.items() if op.startswith(("Q", "MatMulInteger", "ConvInteger")) or op in COMPUTE_OPS
+    }
     return QuantizeResult(
         "int8", {g: files[targets[g]] for g in sources}, details, round(time.perf_counter() - start, 3)
     )

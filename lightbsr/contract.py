@@ -44,8 +44,22 @@ META_SCALE = "lightbsr.scale"
 META_SETTING = "lightbsr.setting"  # "1", "2" or "" (unknown)
 META_GRAPH = "lightbsr.graph"  # GRAPH_FULL | GRAPH_ESTIMATOR | GRAPH_RESTORER
 META_PRECISION = "lightbsr.precision"  # "fp32" | "fp16" | "int8"
+META_INT8_TARGET = "lightbsr.int8_target"  # INT8 graphs: what the Q/DQ was made for, one of INT8_TARGETS
 META_SOURCE_SHA256 = "lightbsr.source_sha256"  # sha256 of the checkpoint it was exported from
 META_VERSION = "lightbsr.version"
+
+
+INT8_TARGETS = ("tensorrt", "cpu")
+"""What an INT8 Q/DQ graph is made for (``lightbsr quantize --int8 --target``): ``tensorrt``, symmetric signed
+INT8 activations (S8S8); ``cpu``, ONNX Runtime's fast x86 integer kernels (asymmetric uint8 activations, U8S8).
+A graph without :data:`META_INT8_TARGET` predates the choice and is a ``tensorrt`` one."""
+
+
+def int8_target(meta: Mapping[str, str]) -> str | None:
+    """The INT8 target of a graph's metadata (``None`` for a graph that is not INT8)."""
+    if meta.get(META_PRECISION) != "int8":
+        return None
+    return meta.get(META_INT8_TARGET) or "tensorrt"
 
 
 def idr_names(family: str) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ import numpy as np
 
 from lightbsr import contract, cuda
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
+from lightbsr.hardware import ORT_SPINNING, available_cpus
 from lightbsr.runtime.backend import IDR, Backend, Workload
 
 try:
@@ -51,21 +52,39 @@ _OOM_MESSAGES = ("failed to allocate memory", "out of memory", "bad_alloc", "bad
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+"""ONNX Runtime graph optimisation levels; ``all`` adds the layout transforms (NCHWc blocked convolutions on x86)."""
+
+
 def session(
     source: str | os.PathLike[str] | bytes,
     *,
     providers: Sequence[Any] = (CPU_EP,),
     threads: int | None = None,
     name: str | None = None,
-    optimize: bool = True,
+    optimize: bool | str = True,
+    spinning: bool = ORT_SPINNING,
+    memory_arena: bool = True,
+    save_optimized: str | os.PathLike[str] | None = None,
+    profile_prefix: str | None = None,
 ) -> ort.InferenceSession:
     """An ONNX Runtime session for a model file (or serialized model bytes), errors only logged.
 
-    ``optimize=False`` skips graph optimisation: for many short-lived sessions (the INT8 layer search).
+    ``threads``: intra-op threads (default: :func:`lightbsr.hardware.available_cpus`, which counts a
+    cgroup CPU quota; ONNX Runtime's own default does not). ``spinning``: whether idle threads spin
+    (default :data:`lightbsr.hardware.ORT_SPINNING`: they sleep, which keeps a shared machine usable).
+    ``optimize``: a level of :data:`OPTIMIZATION_LEVELS` (``True``: ``all``; ``False``: ``disable``,
+    for many short-lived sessions such as the INT8 layer search). ``memory_arena``: ONNX Runtime's
+    CPU memory arena and memory patterns (on by default). ``save_optimized``: write the graph as
+    optimised (which kernels ONNX Runtime really runs) to this file. ``profile_prefix``: turn ONNX
+    Runtime's profiler on, writing to files with this prefix (``session.end_profiling()`` returns the name).
 
     A file or model ONNX Runtime cannot load is a :class:`ModelFileError` in one line.
     """
     what = name or ("in-memory model" if isinstance(source, bytes) else str(source))
+    level = "all" if optimize is True else "disable" if optimize is False else optimize
+    if level not in OPTIMIZATION_LEVELS:
+        raise ConfigError(f"unknown graph optimization level {level!r}; choose from {', '.join(OPTIMIZATION_LEVELS)}")
     if not isinstance(source, bytes):
         path = Path(source)
         if not path.is_file():
@@ -73,10 +92,21 @@ def session(
         source = str(path)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only; provider fallbacks are detected and reported by the backend
-    if threads:
-        options.intra_op_num_threads = threads
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads or available_cpus()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    options.enable_cpu_mem_arena = memory_arena
+    options.enable_mem_pattern = memory_arena
+    if save_optimized is not None:
+        options.optimized_model_filepath = str(save_optimized)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     try:
         return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
@@ -135,9 +165,12 @@ def choose_providers(device: str, precision: str | None) -> list[Any]:
 class _Graph:
     """One ONNX Runtime session with the contract checked."""
 
-    def __init__(self, path: Path, graph: str, providers: list[Any], threads: int | None) -> None:
-        self.session = session(path, providers=providers, threads=threads)
+    def __init__(
+        self, path: Path, graph: str, providers: list[Any], threads: int | None, options: Mapping[str, Any]
+    ) -> None:
+        self.session = session(path, providers=providers, threads=threads, **options)
         meta = self.session.get_modelmeta().custom_metadata_map
+        self.int8_target = contract.int8_target(meta)
         self.family, self.scale = contract.check_metadata(path, graph, meta)
         self.source = meta.get(contract.META_SOURCE_SHA256, "")
         self.path = path
@@ -173,13 +206,15 @@ class OnnxRuntimeBackend(Backend):
         providers: list[Any] | None = None,
         threads: int | None = None,
         split: bool = True,
+        session_options: Mapping[str, Any] | None = None,
     ) -> None:
         if precision == "bf16":
             raise ConfigError("the onnxruntime backend does not run bf16; use fp32/fp16 graphs, or the torch backend")
         files = contract.resolve_graphs(model_path)
         chosen = providers if providers is not None else choose_providers(device, precision)
         present = files.present() if split else {contract.GRAPH_FULL: files.full}
-        opened = {graph: _Graph(path, graph, chosen, threads) for graph, path in present.items()}
+        options = dict(session_options or {})
+        opened = {graph: _Graph(path, graph, chosen, threads, options) for graph, path in present.items()}
         self.estimator = opened.get(contract.GRAPH_ESTIMATOR)
         self.restorer = opened.get(contract.GRAPH_RESTORER)
         self.full = opened.get(contract.GRAPH_FULL)
@@ -190,6 +225,7 @@ class OnnxRuntimeBackend(Backend):
         self.family, self.scale, self.paths = first.family, first.scale, [g.path for g in graphs]
         self.providers = list(first.session.get_providers())
         self.device = _check_fallback(first.session, chosen, explicit=providers is not None)
+        _check_int8_target(first, self.providers[0])
         graph_precision = first.precision
         if precision in (None, graph_precision):
             self.precision = graph_precision
@@ -277,6 +313,25 @@ def _check_fallback(session: ort.InferenceSession, chosen: Sequence[Any], *, exp
     return device
 
 
+def _check_int8_target(graph: _Graph, provider: str) -> None:
+    """Warn when an INT8 graph made for one target runs on the other (it runs, slowly or not as meant)."""
+    target = graph.int8_target
+    if target == "tensorrt" and provider == CPU_EP:
+        warnings.warn(
+            f"{graph.path.name} is INT8 Q/DQ made for TensorRT (signed activations), which ONNX Runtime's CPU "
+            "kernels run slowly; for the CPU quantize with `lightbsr quantize --int8 --target cpu`",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    elif target == "cpu" and provider == TRT_EP:
+        warnings.warn(
+            f"{graph.path.name} is INT8 Q/DQ made for ONNX Runtime's CPU kernels (uint8 activations), which "
+            "TensorRT does not take as INT8; for TensorRT quantize with `lightbsr quantize --int8 --target tensorrt`",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 def load(
     model_path: str | os.PathLike[str],
     *,
@@ -285,13 +340,23 @@ def load(
     providers: list[Any] | None = None,
     threads: int | None = None,
     split: bool = True,
+    session_options: Mapping[str, Any] | None = None,
     workload: Workload | None = None,
     **options: Any,
 ) -> OnnxRuntimeBackend:
-    """An ONNX Runtime backend for ``model.onnx`` (split graphs beside it preferred, unless ``split=False``)."""
+    """An ONNX Runtime backend for ``model.onnx`` (split graphs beside it preferred, unless ``split=False``).
+
+    ``session_options``: keyword arguments of :func:`session` (``optimize``, ``spinning``, ``memory_arena``).
+    """
     if options:
-        known = "providers, threads, split"
+        known = "providers, threads, split, session_options"
         raise ConfigError(f"unknown onnxruntime backend option(s) {', '.join(sorted(options))}; known: {known}")
     return OnnxRuntimeBackend(
-        model_path, device=device, precision=precision, providers=providers, threads=threads, split=split
+        model_path,
+        device=device,
+        precision=precision,
+        providers=providers,
+        threads=threads,
+        split=split,
+        session_options=session_options,
     )

@@ -155,8 +155,8 @@ def test_cli_max_drop_records_the_measured_drop(tiny_export: tuple[Path, object]
         "--max-drop", "100", "--eval-count", "2", "--eval-size", "16", "-o", str(out),
     )  # fmt: skip
     assert code == 0 and "held-out crops" in text and "bound 100.0 dB" in text
-    recorded = json.loads(onnx.load(str(out), load_external_data=False).metadata_props[-1].value)
     meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    recorded = json.loads(meta["lightbsr.int8"])
     quality = json.loads(meta["lightbsr.int8"])["quality"]
     assert quality["max_drop_db"] == 100.0 and quality["float_layers"] == [] and quality["drop_db"] <= 100.0
     assert quality["held_out"] == {"images": 1, "crops": 2, "size": 16, "seed": 1}
@@ -182,3 +182,23 @@ def test_cli_quality_options_need_int8_and_max_drop(
 ) -> None:
     code, _, err = _quantize(str(tiny_export[0]), *extra, "-o", str(tmp_path / "x.onnx"))
     assert code == 2 and err.count("\n") == 1 and not list(tmp_path.iterdir())
+
+
+def test_cli_max_drop_composes_with_the_cpu_target(tiny_export: tuple[Path, object], tmp_path: Path) -> None:
+    src, _ = tiny_export
+    out = tmp_path / "tiny.int8.onnx"
+    code, text, err = _quantize(
+        str(src), "--int8", "--target", "cpu", "--calib", str(IMAGES), "--calib-count", "2", "--calib-size", "12",
+        "--max-drop", "0", "--max-float-layers", "1000", "--eval-count", "2", "--eval-size", "16", "-o", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    model = onnx.load(str(out), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    quality = json.loads(meta["lightbsr.int8"])["quality"]
+    assert meta[contract.META_INT8_TARGET] == "cpu" and quality["drop_db"] <= 0.0
+    assert quality["full_int8_drop_db"] > 0 and quality["float_layers"]  # the search left layers in float
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    for name in quality["float_layers"]:  # activation and weight in float (an INT32 bias stays dequantized)
+        assert not any(i in dequantized for i in by_name[name].input[:2]), name
+    assert "INT8 for cpu; ONNX Runtime CPU runs:" in text

@@ -147,6 +147,76 @@ def test_int8_runs_in_onnx_runtime_cpu_and_split_graphs_compose(int8: dict) -> N
     assert dims == ["batch", "", "height", "width"]
 
 
+@pytest.fixture(scope="module")
+def int8_cpu(tiny_export: tuple[Path, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import contextlib
+    import io
+
+    from lightbsr.cli import main
+
+    src, _ = tiny_export
+    out = tmp_path_factory.mktemp("int8cpu") / "tiny.int8-cpu.onnx"
+    text = io.StringIO()
+    args = ["quantize", str(src), "--int8", "--target", "cpu", "--calib", str(IMAGES), "--calib-count", "3"]
+    with contextlib.redirect_stdout(text):
+        assert main([*args, "--calib-size", "12", "-o", str(out), "--json"]) == 0
+    return {"src": src, "out": out, "summary": json.loads(text.getvalue())}
+
+
+def test_int8_cpu_target_is_uint8_asymmetric_and_fuses_into_integer_kernels(int8_cpu: dict, int8: dict) -> None:
+    from lightbsr.export.precision import depthwise_nodes, fused_int8_ops
+
+    model = onnx.load(str(int8_cpu["out"]))
+    onnx.checker.check_model(model, full_check=True)
+    assert read_onnx_metadata(int8_cpu["out"])[contract.META_INT8_TARGET] == "cpu"
+    assert read_onnx_metadata(int8["out"])[contract.META_INT8_TARGET] == "tensorrt"
+    inits = {init.name: init for init in model.graph.initializer}
+    zeros = [inits[q.input[2]] for q in model.graph.node if q.op_type == "QuantizeLinear"]
+    assert zeros and all(z.data_type == TensorProto.UINT8 for z in zeros)  # activations: unsigned
+    assert any(numpy_helper.to_array(z).any() for z in zeros)  # asymmetric: zero points where the range needs them
+    producers = {out: node for node in model.graph.node for out in node.output}
+    by_name = {node.name: node for node in model.graph.node}
+    depthwise = depthwise_nodes(onnx.load(str(int8_cpu["src"])))
+    assert depthwise and all(by_name[n].input[0] not in producers or producers[by_name[n].input[0]].op_type
+                             != "DequantizeLinear" for n in depthwise)  # fmt: skip
+    kernels = fused_int8_ops(int8_cpu["out"])
+    assert kernels.get("QLinearConv", 0) > 0 and kernels.get("QLinearMatMul", 0) > 0
+    assert next(iter(kernels)).startswith("Q")  # integer kernels listed first
+    assert int8_cpu["summary"]["details"]["onnxruntime_cpu_kernels"]["QLinearConv"] == kernels["QLinearConv"]
+    lr = np.random.default_rng(1).random((2, 3, 15, 10), dtype=np.float32)
+    (q,) = run(ort_session(int8_cpu["out"]), {"lr": lr})
+    (f,) = run(ort_session(int8_cpu["src"]), {"lr": lr})
+    assert 0 < relative_error(torch.from_numpy(q), torch.from_numpy(f)) < 0.2
+    estimator, restorer = contract.split_paths(int8_cpu["out"])
+    idr = run(ort_session(estimator), {"lr": lr})
+    (composed,) = run(ort_session(restorer), {"lr": lr, "idr_channel": idr[0], "idr_spatial": idr[1]})
+    assert relative_error(torch.from_numpy(composed), torch.from_numpy(q)) <= 1e-5
+
+
+def test_an_int8_model_on_the_other_target_warns(int8_cpu: dict, int8: dict) -> None:
+    import warnings
+
+    from lightbsr.runtime import load_backend
+
+    with pytest.warns(RuntimeWarning, match="made for TensorRT"):
+        load_backend("onnxruntime", int8["out"], device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_backend("onnxruntime", int8_cpu["out"], device="cpu")
+
+
+def test_target_is_for_int8(tiny_export: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from lightbsr.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["quantize", str(tiny_export[0]), "--fp16", "--target", "cpu", "-o", str(tmp_path / "x.onnx")])
+    assert code == 2 and "--target are for --int8" in err.getvalue() and not list(tmp_path.iterdir())
+
+
 def test_calibration_crops_are_seeded_degraded_lr() -> None:
     crops = calibration_crops(IMAGES, count=4, size=12, seed=3)
     again = calibration_crops(IMAGES, count=4, size=12, seed=3)

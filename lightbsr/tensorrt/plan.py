@@ -61,7 +61,7 @@ def plan_build(
     if uint8_qdq:
         raise ConfigError(
             "the ONNX quantizes to uint8 with zero points; TensorRT runs symmetric int8 Q/DQ only: "
-            "quantize again with `lightbsr quantize --int8`"
+            "quantize again with `lightbsr quantize --int8 --target tensorrt` (cpu is for ONNX Runtime)"
         )
     if settings.hardware_compatibility == "same-cc" and not _supports_same_cc(version):
         if len(version) < 2:
