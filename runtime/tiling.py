@@ -41,6 +41,16 @@ by the caller), an overlap ``O ≥ 0`` with ``O < T`` when both are given, a bat
 Tile cap (:func:`cap_tile`): a backend that takes inputs up to ``H × W`` only (a TensorRT
 engine's profile) gets ``T' = min(H, W)`` when ``T > min(H, W)``, with the overlap reduced
 to ``min(O, ⌊T'/2⌋)``; a tile that fits is kept as it is.
+
+Balanced tile (:func:`balanced_tile`): the smallest tile that covers the image with as many
+tiles as ``T`` does. With ``T`` itself, the last tile of an axis is clamped to the border and
+overlaps its neighbour by much more than ``O`` (512 pixels in tiles of 256 with an overlap of 24:
+three tiles, 768 pixels computed for 512); the balanced tile spreads the same count evenly
+(three tiles of 187: 561 pixels). Per axis of length ``L > T`` split into ``n`` tiles, the
+smallest tile that still takes ``n`` is ``⌈(L + (n − 1)·O) / n⌉``; the balanced tile is the
+largest of those over the split axes and of the lengths of the axes that are not split (so that
+they stay one tile). It is never larger than ``T``. The plan itself is unchanged: the runtime
+plans with the balanced tile.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ __all__ = [
     "Tile",
     "axis_starts",
     "axis_window",
+    "balanced_tile",
     "cap_tile",
     "check_tile_options",
     "overlap_margin",
@@ -122,6 +133,20 @@ def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
     stride = tile - overlap
     count = math.ceil((length - tile) / stride) + 1
     return [min(i * stride, length - tile) for i in range(count)]
+
+
+def balanced_tile(height: int, width: int, tile: int, overlap: int) -> int:
+    """The smallest tile that covers ``height × width`` with as many tiles as ``tile`` (see the module docstring).
+
+    >>> balanced_tile(512, 512, 256, 24), len(plan_tiles(512, 512, 187, 24))
+    (187, 9)
+    """
+    _check_plan_args(tile, overlap)
+    needed = 1
+    for length in (height, width):
+        count = len(axis_starts(length, tile, overlap))
+        needed = max(needed, length if count == 1 else -(-(length + (count - 1) * overlap) // count))
+    return min(tile, max(needed, overlap + 1))
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:

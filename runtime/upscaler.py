@@ -22,7 +22,9 @@ Two ways to tile (``tiling``):
   adaptation block's features over the whole input (its channel attention), which a
   tile restored on its own can only do over itself. It keeps a few 64-channel maps of
   the LR image's size in memory (``tile_overlap`` and ``tile_batch`` do not apply).
-* ``"blend"`` — every backend and model: tiles (:mod:`lightbsr.runtime.tiling`) overlap
+* ``"blend"`` — every backend and model: tiles (:mod:`lightbsr.runtime.tiling`; the
+  balanced tile, :func:`~lightbsr.runtime.tiling.balanced_tile`: as many tiles as ``tile``
+  gives, spread evenly, so that no clamped last tile computes an overlap of nearly a tile) overlap
   by ``tile_overlap`` LR pixels, are restored on their own, batched ``tile_batch`` at a
   time, and blended with a raised-cosine window that leaves out the outer quarter of each
   overlap. Output approximates whole-image output: the networks see a cut edge within
@@ -54,7 +56,7 @@ import numpy as np
 from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
 from lightbsr.runtime import memory
 from lightbsr.runtime.backend import IDR, Backend, Workload, load_backend
-from lightbsr.runtime.tiling import Blender, cap_tile, check_tile_options, plan_tiles
+from lightbsr.runtime.tiling import Blender, balanced_tile, cap_tile, check_tile_options, plan_tiles
 
 __all__ = ["MIN_RETRY_TILE", "TILINGS", "RunInfo", "Upscaler"]
 
@@ -81,7 +83,8 @@ class RunInfo:
     height: int = 0
     width: int = 0
     tile: int | None = None
-    """Tile size used (LR pixels); ``None``: the whole image in one piece."""
+    """Tile size used (LR pixels; blend tiling: the balanced tile, at most the one asked for); ``None``: the whole
+    image in one piece."""
     tile_overlap: int = 0
     tiles: int = 1
     retries: int = 0
@@ -255,7 +258,7 @@ class Upscaler:
         estimate: list[IDR] = [] if idr is None else [idr]  # the shared estimate, kept across out-of-memory retries
         while True:
             try:
-                sr, tiles = self._run(lr, tile, overlap, progress, estimate)
+                sr, tiles, used = self._run(lr, tile, overlap, progress, estimate)
                 break
             except OutOfMemoryError:
                 raise
@@ -281,7 +284,7 @@ class Upscaler:
         self.last_run = RunInfo(
             height,
             width,
-            tile,
+            used,
             overlap if tile and not exact else 0,
             tiles,
             retries,
@@ -364,19 +367,21 @@ class Upscaler:
 
     def _run(
         self, lr: np.ndarray, tile: int | None, overlap: int, progress: Progress | None, estimate: list[IDR]
-    ) -> tuple[np.ndarray, int]:
+    ) -> tuple[np.ndarray, int, int | None]:
+        """(SR, tiles, the tile used): blend tiles are :func:`balanced_tile` s of ``tile`` (as many, less overlap)."""
         _, height, width = lr.shape
         if tile is None:
             sr = self.backend.forward(lr[None])[0] if not estimate else self.backend.restore(lr[None], estimate[0])[0]
             if progress:
                 progress(1, 1)
-            return sr, 1
+            return sr, 1, None
         if self.shared_idr and not estimate:
             estimate.append(self._shared_estimate(lr))
         idr = estimate[0] if self.shared_idr else None
         if idr is not None and self.tiling == "exact":
             sr = self.backend.restore_in_tiles(lr[None], idr, tile, progress)[0]
-            return sr, -(-height // tile) * -(-width // tile)
+            return sr, -(-height // tile) * -(-width // tile), tile
+        tile = balanced_tile(height, width, tile, overlap)
         tiles = plan_tiles(height, width, tile, overlap)
         blender = Blender(height, width, overlap, self.scale)
         for first in range(0, len(tiles), self.tile_batch):
@@ -391,7 +396,7 @@ class Upscaler:
                 blender.add(t, tile_out)
             if progress:
                 progress(first + len(batch), len(tiles))
-        return blender.result(), len(tiles)
+        return blender.result(), len(tiles), tile
 
 
 def _image_to_lr(array: np.ndarray) -> tuple[np.ndarray, float]:

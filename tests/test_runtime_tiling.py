@@ -137,3 +137,24 @@ def test_bad_plan_arguments_are_refused(tile: int, overlap: int) -> None:
 def test_documented_examples() -> None:
     result = doctest.testmod(tiling)
     assert result.attempted >= 2 and result.failed == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(plans(max_side=300))
+def test_the_balanced_tile_is_the_smallest_with_no_more_tiles(plan: tuple[int, int, int, int]) -> None:
+    height, width, tile, overlap = plan
+    balanced = tiling.balanced_tile(height, width, tile, overlap)
+    count = len(plan_tiles(height, width, tile, overlap))
+    assert overlap < balanced <= tile
+    tiles = plan_tiles(height, width, balanced, overlap)
+    assert len(tiles) <= count
+    assert sum(t.height * t.width for t in tiles) <= count * min(tile, height) * min(tile, width)
+    if balanced - 1 > overlap:
+        assert len(plan_tiles(height, width, balanced - 1, overlap)) > count
+
+
+def test_balanced_tiles_cut_the_overlap_work_of_a_clamped_last_tile() -> None:
+    assert len(plan_tiles(512, 512, 256, 24)) == 9  # 3 × 3 tiles of 256: 2.25× the pixels of the image
+    assert tiling.balanced_tile(512, 512, 256, 24) == 187  # 3 × 3 tiles of 187: 1.2×
+    assert tiling.balanced_tile(512, 512, 512, 24) == 512  # one tile stays the image
+    assert tiling.balanced_tile(100, 60, 64, 16) == 60  # the axis that is not split keeps one tile

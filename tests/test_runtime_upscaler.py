@@ -15,6 +15,7 @@ from lightbsr.benchmarks.consistency import psnr
 from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
 from lightbsr.models import build_model
 from lightbsr.runtime import IDR, Backend, Upscaler, memory
+from lightbsr.runtime.tiling import balanced_tile
 from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 
 SCALE = 4
@@ -194,7 +195,8 @@ def test_tile_follows_free_memory(lr_image: np.ndarray) -> None:
     backend.free = int(2 * 20 * 20 * per_pixel / memory.MEMORY_FRACTION)  # room for two 20² tiles, not the image
     upscaler = Upscaler(backend, tile_batch=2)
     upscaler.upscale_lr(lr_image)
-    assert upscaler.last_run.tile == memory.MIN_TILE and upscaler.last_run.tiles == 2
+    info = upscaler.last_run
+    assert info.tiles == 2 and info.tile == balanced_tile(info.height, info.width, memory.MIN_TILE, info.tile_overlap)
 
 
 @pytest.mark.parametrize(
