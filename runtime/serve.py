@@ -339,6 +339,7 @@ def _watch(server: TritonServer, stopping: list[int], interval: float = 1.0) -> 
         except subprocess.TimeoutExpired:
             pass
         current = set(server.stubs())
+        serving = serving or current
         if stopping or serving <= current:
             continue
         warnings.warn(f"an instance of model {server.model!r} died; reloading the model", RuntimeWarning, stacklevel=2)
