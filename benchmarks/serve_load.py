@@ -1,10 +1,12 @@
 """A bounded load test of a ``lightbsr serve`` server, with the local Upscaler on the same images as the reference.
 
-For each LR size: the local :class:`~lightbsr.runtime.Upscaler` (same model file, same thread count as the
-server's CPU instance) upscales ``--requests`` images one after the other, before and after the server runs;
-then the server gets the same ``--requests`` images over gRPC at each ``--concurrency`` (that many clients,
-each sending its next request when the last one is answered). A request counts as an error unless its
-answer equals the local output (PSNR ≥ 60 dB); a request that got no answer before the end is lost.
+For each LR size: the server gets ``--requests`` images over gRPC at each ``--concurrency`` (that many
+clients, each sending its next request when the last one is answered), and the local
+:class:`~lightbsr.runtime.Upscaler` (same model file, same thread count as the server's CPU instance)
+upscales the same images one after the other before the first server run and after each, so that every
+server run is compared with the local runs just before and after it (the machine's load drifts). A request
+counts as an error unless its answer equals the local output (PSNR ≥ 60 dB); a request that got no answer
+before the end is lost.
 Requests/s are requests over the wall time of the whole batch; p50/p99 are per-request latencies.
 
 The load goes to loopback addresses only (127.0.0.0/8, ::1): any other host is refused. The count of
@@ -56,7 +58,7 @@ class LoadRow:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     vs_local: float | None = None
-    """Requests/s over the local Upscaler's (the mean of its runs before and after) at the same size."""
+    """Requests/s over the local Upscaler's (the mean of its runs just before and just after this one)."""
     error_messages: list[str] = field(default_factory=list)
 
 
@@ -190,7 +192,7 @@ def run_load(
     image: str | os.PathLike[str] = "examples/baby_lr.png",
     sizes: tuple[int, ...] = (64, 128),
     concurrency: tuple[int, ...] = (1, 4, 16),
-    requests: int = 32,
+    requests: tuple[int, ...] = (32,),
     threads: int | None = None,
     timeout: float = 600.0,
     progress: bool = False,
@@ -201,26 +203,30 @@ def run_load(
     from lightbsr.runtime.upscaler import Upscaler
 
     check_loopback(target)
-    if requests < 1 or any(c < 1 for c in concurrency) or any(s < 1 for s in sizes):
+    if len(requests) == 1:
+        requests = requests * len(sizes)
+    if len(requests) != len(sizes):
+        raise ConfigError(f"give one request count, or one per size ({len(sizes)}), not {len(requests)}")
+    if min(*requests, *concurrency, *sizes) < 1:
         raise ConfigError("requests, concurrency and sizes must be ≥ 1")
     threads = threads or available_cpus()
     upscaler = Upscaler(model, device="cpu", threads=threads)
     rows: list[LoadRow] = []
     load = [os.getloadavg()[0]]
-    for size in sizes:
-        images = load_images(image, size, requests)
+    for size, count in zip(sizes, requests, strict=True):
+        images = load_images(image, size, count)
         before, expected = run_local(upscaler, images, size)
         _say(progress, before)
-        server_rows = []
+        rows.append(before)
         for c in concurrency:
-            server_rows.append(run_server(target, name, images, expected, size, c, timeout))
-            _say(progress, server_rows[-1])
-        after, _ = run_local(upscaler, images, size)
-        _say(progress, after)
-        local_rate = (before.requests_per_s + after.requests_per_s) / 2
-        for row in server_rows:
+            row = run_server(target, name, images, expected, size, c, timeout)
+            _say(progress, row)
+            after, _ = run_local(upscaler, images, size)
+            _say(progress, after)
+            local_rate = (before.requests_per_s + after.requests_per_s) / 2
             row.vs_local = round(row.requests_per_s / local_rate, 3) if local_rate else None
-        rows += [before, *server_rows, after]
+            rows += [row, after]
+            before = after
         load.append(os.getloadavg()[0])
     bar = {
         "no_errors": all(r.errors == 0 and r.lost == 0 for r in rows),
@@ -231,7 +237,7 @@ def run_load(
     return {
         "model": str(model),
         "server": {"grpc": target, "name": name},
-        "requests_per_batch": requests,
+        "requests": dict(zip(sizes, requests, strict=True)),
         "image": str(image),
         "environment": environment(threads, "cpu"),
         "load_average_1min": [round(v, 2) for v in load],
@@ -258,8 +264,10 @@ def markdown(report: dict[str, Any], notes: list[str]) -> str:
         "",
         f"Model `{Path(report['model']).name}` on a local Triton server (gRPC {report['server']['grpc']}, one CPU "
         f"instance); the reference is the local `Upscaler` on the same images, with the same {env['threads']} "
-        f"threads, run before and after the server at each size. {report['requests_per_batch']} requests per "
-        f"row. CPU: {env['cpu']} ({env['cpu_count']} CPUs); 1-minute load average during the run: "
+        f"threads, run before the first server run and after each; every server row is compared with the mean of "
+        f"the local rows just before and after it. Requests per row: "
+        f"{', '.join(f'{n} at {s}×{s}' for s, n in report['requests'].items())}. "
+        f"CPU: {env['cpu']} ({env['cpu_count']} CPUs); 1-minute load average during the run: "
         f"{', '.join(map(str, report['load_average_1min']))}.",
         "",
         "| LR size | run | concurrency | requests | ok | errors | lost | req/s | p50 ms | p99 ms | vs local |",
@@ -301,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="examples/baby_lr.png", help="image the test crops are cut from")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="LR sizes (square)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="client counts")
-    parser.add_argument("--requests", type=int, default=32, help="requests per row")
+    parser.add_argument("--requests", type=int, nargs="+", default=[32], help="requests per row: one, or one per size")
     parser.add_argument("--threads", type=int, help="threads of the local Upscaler (default: the available CPUs)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds one request may take")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
@@ -315,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         image=args.image,
         sizes=tuple(args.sizes),
         concurrency=tuple(args.concurrency),
-        requests=args.requests,
+        requests=tuple(args.requests),
         threads=args.threads,
         timeout=args.timeout,
         progress=True,

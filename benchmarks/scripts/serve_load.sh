@@ -7,20 +7,21 @@
 #    weights (tests/runtime_models.py: deterministic, NOT trained) exported by `lightbsr export --split`;
 # 2. starts `lightbsr serve` (one CPU instance) on free loopback ports with SERVE_PYTHON, the Python of the
 #    [serve] environment (default: $LIGHTBSR_SERVE_PYTHON, else .venv-serve/bin/python; docs/deploy.md);
-# 3. python -m lightbsr.benchmarks.serve_load: REQUESTS requests per row at each of CONCURRENCY clients on
-#    SIZES×SIZES LR crops of examples/baby_lr.png over gRPC, every answer checked against the local Upscaler's
-#    output, and the local Upscaler on the same images before and after → $OUT/$NAME.json and $OUT/$NAME.md;
+# 3. python -m lightbsr.benchmarks.serve_load: REQUESTS requests per row (one count, or one per size) at each
+#    of CONCURRENCY clients on SIZES×SIZES LR crops of examples/baby_lr.png over gRPC, every answer checked
+#    against the local Upscaler's output, and the local Upscaler on the same images before the first server
+#    row and after each → $OUT/$NAME.json and $OUT/$NAME.md (~15 min on 2 busy cores);
 # 4. stops the server with SIGTERM and adds to the report whether it drained and exited with status 0.
 # Loopback only, a fixed number of requests, a timeout on each: it stops by itself.
 # Environment overrides: MODEL, SERVE_PYTHON, OUT (benchmarks/results), NAME (serve-load-cpu-<nproc>core),
-# WORK (runs/serve-load), REQUESTS (32), SIZES ("64 128"), CONCURRENCY ("1 4 16"), NOTE (a line for the report).
+# WORK (runs/serve-load), REQUESTS ("32 16"), SIZES ("64 128"), CONCURRENCY ("1 4 16"), NOTE (a line for the report).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-benchmarks/results}
 NAME=${NAME:-serve-load-cpu-$(nproc)core}
 WORK=${WORK:-runs/serve-load}
 SERVE_PYTHON=${SERVE_PYTHON:-${LIGHTBSR_SERVE_PYTHON:-.venv-serve/bin/python}}
-REQUESTS=${REQUESTS:-32}
+REQUESTS=${REQUESTS:-32 16}
 SIZES=${SIZES:-64 128}
 CONCURRENCY=${CONCURRENCY:-1 4 16}
 mkdir -p "$WORK" "$OUT"
@@ -60,11 +61,11 @@ if [ ! -s "$WORK/serve.json" ]; then
 fi
 
 # shellcheck disable=SC2086
-python -m lightbsr.benchmarks.serve_load --model "$MODEL" --grpc "127.0.0.1:$GRPC" --requests "$REQUESTS" \
+python -m lightbsr.benchmarks.serve_load --model "$MODEL" --grpc "127.0.0.1:$GRPC" --requests $REQUESTS \
     --sizes $SIZES --concurrency $CONCURRENCY \
     --note "Model: $WEIGHTS." \
     --note "Server: lightbsr serve -m MODEL --device cpu (one instance, max batch 4, dynamic batching), run by $SERVE_PYTHON; clients: tritonclient gRPC, one connection per client thread, in the process that also runs the local Upscaler." \
-    --note "Made by: bash benchmarks/scripts/serve_load.sh (REQUESTS=$REQUESTS SIZES='$SIZES' CONCURRENCY='$CONCURRENCY')." \
+    --note "Made by: bash benchmarks/scripts/serve_load.sh (REQUESTS='$REQUESTS' SIZES='$SIZES' CONCURRENCY='$CONCURRENCY')." \
     ${NOTE:+--note "$NOTE"} \
     --json "$OUT/$NAME.json" --markdown "$OUT/$NAME.md" > /dev/null
 
