@@ -277,6 +277,22 @@ def test_http_and_grpc_equal_the_local_upscaler(server: Server, local: Upscaler)
         expect_same(served, reference.reshape(served.shape))
 
 
+def test_the_example_client(server: Server, local: Upscaler, tmp_path: Path) -> None:
+    """examples/triton_client.py, the README's second terminal, against the server."""
+    source = tmp_path / "in.png"
+    cv2.imwrite(str(source), cv2.cvtColor(image(40, 52), cv2.COLOR_RGB2BGR))
+    client = ROOT / "examples" / "triton_client.py"
+    done = subprocess.run(
+        [sys.executable, str(client), str(source), str(tmp_path / "out.png"), server.endpoints["grpc"]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    served = cv2.cvtColor(cv2.imread(str(tmp_path / "out.png")), cv2.COLOR_BGR2RGB)
+    expect_same(served, local.upscale(image(40, 52)))  # its tile=256 request parameter is the fixture's tile
+
+
 @pytest.mark.slow
 def test_a_large_image_is_served_through_tiles(server: Server, tiny_export: tuple[Path, object]) -> None:
     picture = image(400, 600)
@@ -325,6 +341,7 @@ def test_malformed_requests_get_a_clear_error(server: Server) -> None:
     cases["20000×20000 declared"] = (str(caught.value), "input byte size mismatch for input 'image'")
     for name, (message, expected) in cases.items():
         assert expected in message, f"{name}: {message}"
+        assert "StatusCode.INVALID_ARGUMENT" in message, f"{name}: {message}"  # the client's fault, not the server's
         assert len(message) < 600 and "Traceback" not in message, f"{name}: {message}"
     assert infer_grpc(server, valid).shape == (1, 48, 40, 3)  # and the server still serves
 
