@@ -228,12 +228,11 @@ def run_load(
             rows += [row, after]
             before = after
         load.append(os.getloadavg()[0])
-    bar = {
-        "no_errors": all(r.errors == 0 and r.lost == 0 for r in rows),
-        "concurrency_4_vs_local": {r.size: r.vs_local for r in rows if r.mode == "server" and r.concurrency == 4},
-    }
-    ratios = [v for v in bar["concurrency_4_vs_local"].values() if v is not None]  # type: ignore[union-attr]
-    bar["met"] = bool(bar["no_errors"] and ratios and min(ratios) >= 0.9 and len(ratios) == len(sizes))
+    no_errors = all(r.errors == 0 and r.lost == 0 for r in rows)
+    at_4 = {r.size: r.vs_local for r in rows if r.mode == "server" and r.concurrency == 4}
+    ratios = [v for v in at_4.values() if v is not None]
+    met = no_errors and len(ratios) == len(sizes) and min(ratios, default=0.0) >= 0.9
+    bar = {"no_errors": no_errors, "concurrency_4_vs_local": at_4, "met": met}
     return {
         "model": str(model),
         "server": {"grpc": target, "name": name},

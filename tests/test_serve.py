@@ -110,6 +110,19 @@ def test_cli_without_the_serve_extra(tiny_export: tuple[Path, object], capsys: p
     assert last.startswith("lightbsr: error: ") and "needs nvidia-pytriton" in last and "lightbsr[serve]" in last
 
 
+def test_load_test_sends_to_loopback_only() -> None:
+    from lightbsr.benchmarks.serve_load import check_loopback, load_images
+
+    for target in ("127.0.0.1:8001", "127.3.4.5:1", "localhost:8001", "[::1]:8001"):
+        check_loopback(target)
+    for target in ("10.0.0.2:8001", "192.168.1.1:8001", "8.8.8.8:53", "example.com:8001", "[2001:db8::1]:1"):
+        with pytest.raises(ConfigError, match="loopback addresses only"):
+            check_loopback(target)
+    crops = load_images(ROOT / "examples" / "baby_lr.png", 64, 9)
+    assert [c.shape for c in crops] == [(64, 64, 3)] * 9 and crops[0].dtype == np.uint8
+    assert len({c.tobytes() for c in crops}) == 9
+
+
 # --------------------------------------------------------------------------- a real server
 
 
