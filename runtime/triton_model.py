@@ -33,6 +33,7 @@ import numpy as np
 
 from lightbsr import contract
 from lightbsr.errors import ConfigError, InputImageError, LightBSRError
+from lightbsr.runtime.backend import PRECISIONS
 
 __all__ = ["DEFAULT_MAX_PIXELS", "RequestOptions", "ServeSettings", "TritonPythonModel", "request_options"]
 
@@ -41,7 +42,6 @@ DEFAULT_MAX_PIXELS = 2048 * 2048
 the tile blender and the degradation estimate of a 2048×2048 image take a few GB of memory."""
 
 REQUEST_PARAMETERS = ("tile", "tile_overlap", "precision")
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 pb_utils: Any = None
 """``triton_python_backend_utils``: importable only inside Triton's python-backend stub."""
