@@ -366,6 +366,25 @@ def test_malformed_requests_get_a_clear_error(server: Server) -> None:
     assert infer_grpc(server, valid).shape == (1, 48, 40, 3)  # and the server still serves
 
 
+def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
+    """The server's own reason (a model.py that raised while loading), then exit 2; nothing left running."""
+    if serve_python() is None:
+        pytest.skip("needs the [serve] extra (see start_server)")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an ONNX model")
+    done = subprocess.run(
+        [serve_python(), "-m", "lightbsr", "serve", "-m", str(broken), "--device", "cpu"]
+        + [f"--{kind}-port={port}" for kind, port in zip(("http", "grpc", "metrics"), free_ports(3), strict=True)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("lightbsr: error: the Triton server exited with status 1: ")
+    assert "broken.onnx: not a loadable ONNX model" in last
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux)."""
     fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
