@@ -301,15 +301,17 @@ def serve(
             TritonServer(install, workspace / "models", workspace, options, name, log=log) as server,
             _stop_on_signals(server) as stopping,
         ):
+            serving: set[int] = set()
             try:
                 server.wait_ready(startup_timeout)
             except ServeError:
                 if not stopping:
                     raise
             else:
+                serving = set(server.stubs())  # before clients are told: an instance may die right after
                 if on_ready is not None:
                     on_ready(options.endpoints())
-            code = _watch(server, stopping)
+            code = _watch(server, stopping, serving)
             if not stopping:
                 raise ServeError(f"the Triton server exited with status {code}: {server.errors()}")
             if code != 0:
@@ -323,23 +325,22 @@ def serve(
     return 0
 
 
-def _watch(server: TritonServer, stopping: list[int], interval: float = 1.0) -> int:
+def _watch(server: TritonServer, stopping: list[int], serving: set[int], interval: float = 1.0) -> int:
     """Wait for the server to exit; meanwhile reload the model when one of its instances dies.
 
     Triton's python backend (nvidia-pytriton 0.7, Triton 2.51) does not restart a stub process that died
     (killed, out of memory): the server stays up and the other instances serve, but every request routed
     to the dead one fails, and the dead instance keeps the server from stopping until its exit timeout.
     Reloading the model replaces the instances; the old ones cannot be unloaded (the dead stub never
-    answers), so the server then waits for its exit timeout when it stops.
+    answers), so the server then waits for its exit timeout when it stops. ``serving``: the instances' process
+    ids when the server got ready.
     """
-    serving = set(server.stubs())
     while True:
         try:
             return server.process.wait(interval)
         except subprocess.TimeoutExpired:
             pass
         current = set(server.stubs())
-        serving = serving or current
         if stopping or serving <= current:
             continue
         warnings.warn(f"an instance of model {server.model!r} died; reloading the model", RuntimeWarning, stacklevel=2)
