@@ -135,7 +135,7 @@ def run_server(
     """``len(images)`` requests from ``concurrency`` gRPC clients; each answer checked against ``expected``."""
     import tritonclient.grpc
 
-    from lightbsr.runtime.consistency import psnr
+    from lightbsr.benchmarks.consistency import psnr
 
     row = LoadRow(size, "server", concurrency, len(images))
     lock = threading.Lock()

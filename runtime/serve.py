@@ -274,7 +274,7 @@ def serve(
             nvidia-pytriton. ServeError: the server did not start (a model that cannot be loaded, a port in
             use: the server's first error lines say which), died, or did not stop cleanly.
     """
-    from lightbsr.runtime.backend import backend_for_model
+    from lightbsr.runtime.backend import choose_backend
     from lightbsr.triton import write_python_model
 
     options = options or ServerOptions()
@@ -282,7 +282,7 @@ def serve(
     if device not in KINDS:
         raise ConfigError(f"unknown device {device!r}; choose from {', '.join(KINDS)}")
     path = Path(model)
-    backend_for_model(path)  # an unknown kind of file is refused before anything starts
+    choose_backend("auto", path)  # an unknown kind of file is refused before anything starts
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     install = find_triton()

@@ -33,7 +33,7 @@ import numpy as np
 
 from lightbsr import contract
 from lightbsr.errors import ConfigError, InputImageError, LightBSRError
-from lightbsr.runtime.backend import PRECISIONS
+from lightbsr.runtime.backend import check_precision, choose_backend
 
 __all__ = ["DEFAULT_MAX_PIXELS", "RequestOptions", "ServeSettings", "TritonPythonModel", "request_options"]
 
@@ -101,8 +101,7 @@ def request_options(parameters: Mapping[str, object]) -> RequestOptions:
     if unknown:
         raise ConfigError(f"unknown request parameter(s) {', '.join(unknown)}; known: {', '.join(REQUEST_PARAMETERS)}")
     precision = parameters.get("precision")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    check_precision(precision)
     tile, overlap = parameters.get("tile"), parameters.get("tile_overlap")
     return RequestOptions(
         tile=None if tile is None else _count(tile, "tile"),
@@ -212,7 +211,7 @@ class TritonPythonModel:
             from lightbsr.runtime.upscaler import Upscaler
 
             options: dict[str, Any] = {}
-            name = _backend_name(self.settings.backend, self.model_path)
+            name = choose_backend(self.settings.backend, self.model_path)
             if self.threads is not None and name == "onnxruntime":
                 options["threads"] = self.threads
             elif self.threads is not None and name == "torch":
@@ -224,12 +223,6 @@ class TritonPythonModel:
             )
             self.backends[precision] = upscaler.backend
         return self.backends[precision]
-
-
-def _backend_name(backend: str, model: Path) -> str:
-    from lightbsr.runtime.backend import backend_for_model
-
-    return backend_for_model(model) if backend == "auto" else backend
 
 
 def _error(err: BaseException, code: int) -> Any:

@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 
 from lightbsr import contract
+from lightbsr.benchmarks.consistency import psnr
 from lightbsr.cli import main
 from lightbsr.errors import ConfigError
 from lightbsr.hardware import available_cpus
 from lightbsr.runtime import Upscaler
-from lightbsr.runtime.consistency import psnr
 from lightbsr.runtime.serve import ServerOptions, _children, server_command, server_environment
 from lightbsr.runtime.triton_model import DEFAULT_MAX_PIXELS, RequestOptions, ServeSettings, request_options
 
