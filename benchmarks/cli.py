@@ -34,6 +34,25 @@ MODEL is an architecture name (e.g. lightbsr_student_x4, kdsr_student_m_x4; rand
   `lightbsr export` / `lightbsr quantize`) ort-cpu, ort-cuda and ort-trt (ONNX Runtime's TensorRT
   execution provider). Targets that cannot run here are listed as skipped with the reason.
 Neither flag: both (latency only for a checkpoint or an architecture).
+  More targets, named in --targets: torch-channels-last-fp32; ONNX Runtime CPU session options
+  on each FP32 --onnx file: ort-cpu-spin (idle threads spin), ort-cpu-extended (no NCHWc layout
+  transform), ort-cpu-basic, ort-cpu-no-arena; openvino-cpu (OpenVINO's CPU plugin, pip install
+  openvino). An INT8 file's target name ends with its INT8 target: ort-cpu-int8-cpu,
+  ort-cpu-int8-tensorrt.
+
+Roofline (with --latency, unless --no-roofline): the machine's achievable peak, measured in the
+same run with the same threads: FP32 GEMMs (torch.mm, ONNX Runtime MatMul) and INT8 GEMMs (ONNX
+Runtime MatMulInteger, uint8×int8 and int8×int8), --gemm-size cubed. Every latency row gets its
+GFLOP/s (2 × the model's MACs / median) and its percentage of the peak of its precision. The
+report's title names the CPU and its ISA flags (AVX2, AVX-512, VNNI, BF16, AMX).
+--tiling: throughput of exact and blend tiling against the untiled image, --tiling-size LR, each
+  of --tiles, torch on MODEL and ONNX Runtime on the first FP32 --onnx file (its split graphs).
+--contention: a --contention-size upscale (torch on MODEL, ONNX Runtime on the first FP32 --onnx
+  file) alone and beside another PyTorch process using every usable CPU, per wait policy
+  (python -m lightbsr.benchmarks.contention; each case in a fresh process).
+--ort-profile: ONNX Runtime's kernel time by operator type, each --onnx file at the largest --size.
+Threads: --threads, else the CPUs this process may use (affinity, cgroup quota). Idle threads
+sleep (OMP_WAIT_POLICY=PASSIVE unless set; ONNX Runtime without spinning); the report says so.
 
 --eval-json adds `lightbsr eval MODEL --dataset DIR ... --json` documents as quality tables; with
 no MODEL, `lightbsr bench --eval-json a.json b.json --markdown q.md` only renders those.
@@ -79,8 +98,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--image", default=str(DEFAULT_IMAGE), help="real image cropped to each size for accuracy")
     what.add_argument("--eval-json", nargs="+", default=[], metavar="FILE", help="`lightbsr eval --json` outputs")
     what.add_argument("--seed", type=int, default=0, help="seed of the random weights of an architecture name")
+    what.add_argument("--no-roofline", dest="roofline", action="store_false", help="skip the GEMM peaks")
+    what.add_argument("--gemm-size", type=int, default=2048, metavar="N", help="side of the roofline GEMMs")
+    what.add_argument("--tiling", action="store_true", help="measure tiling throughput (see above)")
+    what.add_argument("--tiling-size", type=int, default=512, metavar="N", help="LR size of the tiling measures")
+    what.add_argument("--tiles", nargs="+", type=int, default=[128, 256], metavar="N", help="tile sizes for --tiling")
+    what.add_argument("--tiling-repeats", type=int, default=2, metavar="N", help="timed runs per tiling case")
+    what.add_argument("--contention", action="store_true", help="measure an upscale beside a busy process")
+    what.add_argument("--contention-size", type=int, default=64, metavar="N", help="LR size for --contention")
+    what.add_argument("--ort-profile", action="store_true", help="ONNX Runtime kernel time by operator type")
     timing = p.add_argument_group("timing")
-    timing.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: default)")
+    timing.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: the usable CPUs)"
+    )
     timing.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (the accuracy run is one)")
     timing.add_argument("--repeats", type=int, default=20, help="timed runs (at most)")
     timing.add_argument("--min-repeats", type=int, default=3, help="timed runs at least, even past --max-seconds")
@@ -155,8 +185,11 @@ def _measure(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError("--device cuda: no CUDA device is available to PyTorch")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from lightbsr.hardware import available_cpus, torch_threads
+
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be ≥ 0, got {args.threads}")
+    threads = torch_threads(args.threads or available_cpus())
     sizes = [
         lat.parse_size(s) for s in (getattr(args, "size", None) or (CUDA_SIZES if device == "cuda" else CPU_SIZES))
     ]
@@ -198,24 +231,28 @@ def _measure(args: argparse.Namespace) -> dict:
         result["complexity"] = counted
         if is_onnx:
             result["arch"] = counted[0]["arch"]
+    extras = args.tiling or args.contention or args.ort_profile
+    if extras and (model_path.suffix.lower() != ".safetensors" or not do_latency):
+        raise ConfigError("--tiling, --contention and --ort-profile go with a checkpoint MODEL and --latency")
     if do_latency:
         assert model is not None
-        threads = args.threads or torch.get_num_threads()
         names = getattr(args, "targets", [])
         torch_names = [n for n in lat.TORCH_TARGETS if not names or n in names]
         if lat.REFERENCE not in torch_names:
             torch_names.insert(0, lat.REFERENCE)
-        kinds = [k for k in lat.ORT_PROVIDERS if not names or k in names]
-        unknown = set(names) - set(lat.TORCH_TARGETS) - set(lat.ORT_PROVIDERS)
+        optional = [*lat.ORT_CPU_VARIANTS, lat.OPENVINO]  # only when named
+        kinds = [k for k in lat.ORT_PROVIDERS if not names or k in names] + [k for k in optional if k in names]
+        known = [*lat.TORCH_TARGETS, *lat.ORT_PROVIDERS, *optional]
+        unknown = set(names) - set(known)
         if unknown:
-            raise ConfigError(f"unknown --targets {sorted(unknown)}; known: {[*lat.TORCH_TARGETS, *lat.ORT_PROVIDERS]}")
+            raise ConfigError(f"unknown --targets {sorted(unknown)}; known: {known}")
         for path in args.onnx:
             if not Path(path).is_file():
                 raise ConfigError(f"{path}: no such ONNX file")
         if not Path(args.image).is_file():
             raise ConfigError(f"--image {args.image}: no such file")
         targets = lat.torch_targets(model, device, torch_names, force=names)
-        targets += lat.onnx_targets(args.onnx, device, kinds, args.threads)
+        targets += lat.onnx_targets(args.onnx, device, kinds, threads)
         rows = lat.measure(
             targets,
             sizes,
@@ -228,6 +265,13 @@ def _measure(args: argparse.Namespace) -> dict:
             progress=getattr(args, "progress", True),
         )
         result["environment"] = lat.environment(threads, device)
+        flops = {(h, w): count_torch(model, h, w).flops for h, w in sizes}
+        if args.roofline and device == "cpu":
+            from .roofline import measure_peaks, vnni
+
+            peaks = [p.to_dict() for p in measure_peaks(threads, args.gemm_size)]
+            result["roofline"] = {"vnni": vnni(), "gemm_size": args.gemm_size, "threads": threads, "peaks": peaks}
+            lat.add_roofline(rows, flops, peaks)
         result["latency"] = {
             "reference": lat.REFERENCE,
             "settings": {
@@ -242,6 +286,45 @@ def _measure(args: argparse.Namespace) -> dict:
             },
             "rows": [r.to_dict() for r in rows],
         }
+        fp32_onnx = next((p for p in args.onnx if lat.onnx_precision(p) == "fp32"), None)
+        progress = getattr(args, "progress", True)
+        if args.ort_profile:
+            from .ort_profile import profile_by_op
+
+            height, width = max(sizes, key=lambda s: s[0] * s[1])
+            result["ort_profile"] = [profile_by_op(p, height, width, threads=threads) for p in args.onnx]
+        if args.tiling:
+            from .tiling_throughput import measure_tiling
+
+            models = {"torch": str(model_path)} | ({"onnxruntime": fp32_onnx} if fp32_onnx else {})
+            tiling_rows = measure_tiling(
+                models,
+                args.image,
+                size=args.tiling_size,
+                tiles=args.tiles,
+                threads=threads,
+                repeats=args.tiling_repeats,
+                progress=progress,
+            )
+            result["tiling"] = {"size": args.tiling_size, "rows": [r.to_dict() for r in tiling_rows]}
+        if args.contention:
+            from . import contention
+
+            cases = contention.default_cases(threads, onnx=fp32_onnx is not None)
+            models = {"torch": str(model_path)} | ({"onnxruntime": fp32_onnx} if fp32_onnx else {})
+            contention_rows = contention.measure(
+                cases,
+                models,
+                args.image,
+                size=args.contention_size,
+                load_threads=available_cpus(),
+                progress=progress,
+            )
+            result["contention"] = {
+                "size": args.contention_size,
+                "load": f"another PyTorch process convolving on {available_cpus()} threads (OpenMP default policy)",
+                "rows": [r.to_dict() for r in contention_rows],
+            }
     return result
 
 

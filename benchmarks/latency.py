@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import math
 import os
 import platform
@@ -36,17 +37,28 @@ from typing import Any
 import numpy as np
 
 from lightbsr.errors import BackendUnavailableError, ConfigError, first_line
-from lightbsr.hardware import cpu_isa, cpu_name
+from lightbsr.hardware import ORT_SPINNING, available_cpus, cpu_isa, cpu_name, wait_policy
 
 REFERENCE = "torch-fp32"
 TORCH_TARGETS = (
     "torch-fp32", "torch-bf16", "torch-fp16", "torch-compile-fp32", "torch-compile-bf16", "torch-compile-fp16",
+    "torch-channels-last-fp32",
 )  # fmt: skip
 ORT_PROVIDERS = {
     "ort-cpu": "CPUExecutionProvider",
     "ort-cuda": "CUDAExecutionProvider",
     "ort-trt": "TensorrtExecutionProvider",
 }
+ORT_CPU_VARIANTS: dict[str, dict[str, Any]] = {
+    "ort-cpu-spin": {"spinning": True},
+    "ort-cpu-extended": {"optimize": "extended"},
+    "ort-cpu-basic": {"optimize": "basic"},
+    "ort-cpu-no-arena": {"memory_arena": False},
+}
+"""ONNX Runtime CPU session options measured against the defaults of ``ort-cpu`` (graph optimisation ``all``, which
+adds the NCHWc layout transform; idle threads sleep; memory arena and patterns on); FP32 files only."""
+OPENVINO = "openvino-cpu"
+"""OpenVINO's CPU plugin on each FP32 ONNX file (``pip install openvino``), for comparison."""
 SIZE_ALIASES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
 Runner = Callable[[np.ndarray], Any]
@@ -182,25 +194,34 @@ def torch_targets(model: Any, device: str, names: Sequence[str], force: Sequence
     cuda = device.startswith("cuda")
     for name in names:
         compiled = name.startswith("torch-compile")
+        channels_last = "channels-last" in name
         precision = name.rsplit("-", 1)[1]
-        target = Target(name, "torch.compile" if compiled else "torch", precision, device, torch_target=True)
+        backend = "torch.compile" if compiled else "torch channels-last" if channels_last else "torch"
+        target = Target(name, backend, precision, device, torch_target=True)
         if compiled and not cuda and name not in force:
             target.skip_reason = "torch.compile is benchmarked on CUDA by default (minutes of compile on a CPU)"
         elif precision == "fp16" and not cuda and name not in force:
             target.skip_reason = "FP16 convolutions on the CPU are not a deployment target (name it to force)"
         else:
             dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-            target.prepare = _torch_prepare(model, device, dtype, compiled)
+            target.prepare = _torch_prepare(model, device, dtype, compiled, channels_last)
             target.to_numpy = _torch_to_numpy
         targets.append(target)
     return targets
 
 
-def _torch_prepare(model: Any, device: str, dtype: Any, compiled: bool) -> Callable[[], Runner]:
+def _torch_prepare(
+    model: Any, device: str, dtype: Any, compiled: bool, channels_last: bool = False
+) -> Callable[[], Runner]:
     def prepare() -> Runner:
+        import copy
+
         import torch
 
         net = model.to(device).eval()
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            net = copy.deepcopy(net).to(memory_format=layout)  # the reference keeps its own layout
         fn = net
         if compiled:
             try:
@@ -214,7 +235,7 @@ def _torch_prepare(model: Any, device: str, dtype: Any, compiled: bool) -> Calla
 
         def run(lr: np.ndarray) -> Any:
             if last.get("lr") is not lr:  # copy each input to the device once, not in every timed run
-                last.update(lr=lr, x=torch.from_numpy(lr).to(device))
+                last.update(lr=lr, x=torch.from_numpy(lr).to(device).contiguous(memory_format=layout))
             x = last["x"]
             with torch.inference_mode(), torch.autocast(device_type, dtype=dtype or torch.float32, enabled=bool(dtype)):
                 return fn(x)
@@ -231,7 +252,11 @@ def _torch_to_numpy(out: Any) -> np.ndarray:
 def onnx_targets(
     paths: Sequence[str | os.PathLike[str]], device: str, kinds: Sequence[str], threads: int
 ) -> list[Target]:
-    """ONNX Runtime targets: every file × execution provider (CPU; CUDA and TensorRT on a GPU)."""
+    """ONNX Runtime targets: every file × execution provider (CPU; CUDA and TensorRT on a GPU).
+
+    ``kinds`` may also name :data:`ORT_CPU_VARIANTS` (FP32 files only) and :data:`OPENVINO` (FP32 files).
+    An INT8 file's target name ends with its INT8 target (``ort-cpu-int8-cpu``, ``ort-cpu-int8-tensorrt``).
+    """
     try:
         import onnxruntime as ort
 
@@ -240,10 +265,24 @@ def onnx_targets(
         available = set()
     targets = []
     for path in paths:
-        precision = onnx_precision(path)
+        precision, int8_target = onnx_precision(path), onnx_int8_target(path)
+        label = f"{precision}-{int8_target}" if int8_target else precision
         for kind in kinds:
+            if kind in ORT_CPU_VARIANTS or kind == OPENVINO:
+                if precision != "fp32":
+                    continue
+                target = Target(f"{kind}-{label}", "openvino" if kind == OPENVINO else "onnxruntime", precision, "cpu")
+                target.model_file = str(path)
+                if kind == OPENVINO and importlib.util.find_spec("openvino") is None:
+                    target.skip_reason = "OpenVINO is not installed (pip install openvino)"
+                elif kind == OPENVINO:
+                    target.prepare = _openvino_prepare(Path(path), threads)
+                else:
+                    target.prepare = _ort_prepare(Path(path), "ort-cpu", precision, threads, ORT_CPU_VARIANTS[kind])
+                targets.append(target)
+                continue
             provider = ORT_PROVIDERS[kind]
-            target = Target(f"{kind}-{precision}", "onnxruntime", precision, "cpu" if kind == "ort-cpu" else device)
+            target = Target(f"{kind}-{label}", "onnxruntime", precision, "cpu" if kind == "ort-cpu" else device)
             target.model_file = str(path)
             if provider not in available:
                 target.skip_reason = f"onnxruntime has no {provider} (pip install 'lightbsr[gpu]' on a CUDA machine)"
@@ -265,7 +304,38 @@ def onnx_precision(path: str | os.PathLike[str]) -> str:
     return {p.key: p.value for p in model.metadata_props}.get(contract.META_PRECISION) or "fp32"
 
 
-def _ort_prepare(path: Path, kind: str, precision: str, threads: int) -> Callable[[], Runner]:
+def onnx_int8_target(path: str | os.PathLike[str]) -> str | None:
+    """The INT8 target (``tensorrt`` / ``cpu``) of an INT8 ONNX file, else ``None``."""
+    import onnx
+
+    from lightbsr import contract
+
+    model = onnx.load(str(path), load_external_data=False)
+    return contract.int8_target({p.key: p.value for p in model.metadata_props})
+
+
+def _openvino_prepare(path: Path, threads: int) -> Callable[[], Runner]:
+    def prepare() -> Runner:
+        try:
+            import openvino
+        except ImportError as err:
+            raise BackendUnavailableError("OpenVINO is not installed (pip install openvino)") from err
+        core = openvino.Core()
+        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        request = compiled.create_infer_request()
+
+        def run(lr: np.ndarray) -> np.ndarray:
+            return np.array(request.infer({"lr": lr})[0])  # a copy: the request reuses its output buffer
+
+        return run
+
+    return prepare
+
+
+def _ort_prepare(
+    path: Path, kind: str, precision: str, threads: int, session_options: dict[str, Any] | None = None
+) -> Callable[[], Runner]:
     def prepare() -> Runner:
         from lightbsr.runtime import load_backend
 
@@ -275,7 +345,8 @@ def _ort_prepare(path: Path, kind: str, precision: str, threads: int) -> Callabl
                 (ORT_PROVIDERS[kind], {"trt_fp16_enable": precision != "fp32", "trt_int8_enable": precision == "int8"}),
                 "CUDAExecutionProvider",
             ]
-        backend = load_backend("onnxruntime", path, providers=providers, threads=threads or None, split=False)
+        options = {"providers": providers, "threads": threads or None, "session_options": session_options}
+        backend = load_backend("onnxruntime", path, split=False, **options)
         return backend.forward
 
     return prepare
@@ -307,6 +378,11 @@ class Row:
     speedup: float | None = None
     psnr_vs_reference_db: float | str | None = None
     model_file: str = ""
+    gflop_per_s: float | None = None
+    """2 × the model's multiply-accumulates (all of them, whatever precision each runs in) / median."""
+    pct_of_peak: float | None = None
+    """``gflop_per_s`` as a percentage of the measured GEMM peak of the row's precision (INT8 rows: the U8S8 peak)."""
+    pct_of_fp32_peak: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -434,12 +510,29 @@ def measure(
         row.median_ms = round(timing.median * 1e3, 3)
         row.p90_ms = round(timing.percentile(90) * 1e3, 3)
         row.p99_ms = round(timing.percentile(99) * 1e3, 3)
-        row.output_mp_per_s = round(batch * height * width * scale * scale / 1e6 / timing.median, 3)
+        row.output_mp_per_s = round(batch * height * width * scale * scale / 1e6 / timing.median, 4)
         rows.append(row)
         bar.update(1)
     bar.close()
     _speedups(rows)
     return rows
+
+
+def add_roofline(rows: Sequence[Row], flops: dict[tuple[int, int], int], peaks: Sequence[dict[str, Any]]) -> None:
+    """Fill each measured row's GFLOP/s and share of the GEMM peak (``flops``: per (H, W) at batch 1)."""
+    from .roofline import peak_of
+
+    fp32_peak = peak_of(list(peaks), "fp32")
+    for row in rows:
+        work = flops.get((row.height, row.width))
+        if not row.median_ms or work is None:
+            continue
+        row.gflop_per_s = round(row.batch * work / (row.median_ms / 1e3) / 1e9, 2)
+        peak = peak_of(list(peaks), "int8" if row.precision == "int8" else "fp32")
+        if peak:
+            row.pct_of_peak = round(100 * row.gflop_per_s / peak, 1)
+        if fp32_peak:
+            row.pct_of_fp32_peak = round(100 * row.gflop_per_s / fp32_peak, 1)
 
 
 def _speedups(rows: list[Row]) -> None:
@@ -459,7 +552,10 @@ def environment(threads: int, device: str) -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
+        "usable_cpus": available_cpus(),
         "threads": threads,
+        "omp_wait_policy": wait_policy(),
+        "ort_intra_op_spinning": ORT_SPINNING,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -3,10 +3,14 @@
 Document (``schema: lightbsr.bench/1``)::
 
     model, arch, weights        what was measured
-    environment                 CPU/GPU name, thread count, torch / onnxruntime / TensorRT versions
+    environment                 CPU/GPU name, ISA flags, thread count, wait policy, library versions
     settings                    sizes, batches, warm-up, repeats, image used for accuracy
     complexity                  [{params, macs, flops, height, width, ...}] (lightbsr.benchmarks.complexity)
-    latency                     {reference, rows: [...]} (lightbsr.benchmarks.latency.Row)
+    roofline                    {vnni, peaks: [GEMM peaks]} (lightbsr.benchmarks.roofline)
+    latency                     {reference, rows: [...]} (lightbsr.benchmarks.latency.Row; GFLOP/s, % of peak)
+    ort_profile                 [ONNX Runtime kernel time by op type] (lightbsr.benchmarks.ort_profile)
+    tiling                      {size, rows} (lightbsr.benchmarks.tiling_throughput)
+    contention                  {size, load, rows} (lightbsr.benchmarks.contention)
     quality                     [`lightbsr eval --json` documents]
     notes                       free text (e.g. "reference weights, not trained")
 """
@@ -50,13 +54,15 @@ def write_markdown(document: dict[str, Any], path: str | os.PathLike[str]) -> No
 def markdown(document: dict[str, Any]) -> str:
     """The report as Markdown: environment, complexity, latency/accuracy, skipped targets, quality."""
     title = f"lightbsr bench: {document['model']}" if document.get("model") else "lightbsr bench report"
+    env = document.get("environment") or {}
+    if env.get("device") == "cpu" and env.get("cpu"):
+        title += f" on {machine_title(env)}"
     lines = [f"# {title}", ""]
     if document.get("weights"):
         lines += [f"Weights: {document['weights']}", ""]
     lines += [f"- {note}" for note in document.get("notes", [])]
     if document.get("notes"):
         lines.append("")
-    env = document.get("environment") or {}
     if env:
         lines += ["## Environment", "", "| | |", "|---|---|"]
         lines += [f"| {key} | {_cell(value)} |" for key, value in env.items()]
@@ -76,12 +82,127 @@ def markdown(document: dict[str, Any]) -> str:
                 f"{c['macs'] / 1e9:.2f} | {c['flops'] / 1e9:.2f} | {c['counter']} |"
             )
         lines.append("")
+    if document.get("roofline"):
+        lines += _roofline_markdown(document["roofline"])
     latency = document.get("latency")
     if latency:
         lines += _latency_markdown(latency)
+    if document.get("ort_profile"):
+        lines += _profile_markdown(document["ort_profile"])
+    if document.get("tiling"):
+        lines += _tiling_markdown(document["tiling"])
+    if document.get("contention"):
+        lines += _contention_markdown(document["contention"])
     if document.get("quality"):
         lines += _quality_markdown(document["quality"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+SHOWN_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "VNNI", "avx_vnni": "AVX-VNNI",
+               "avx512_bf16": "BF16", "amx_tile": "AMX"}  # fmt: skip
+
+
+def machine_title(env: dict[str, Any]) -> str:
+    """``AMD EPYC, 2 CPUs: AVX2 (no AVX-512, VNNI, BF16, AMX)``: the CPU, its usable CPUs and the ISA that matters."""
+    isa = set(env.get("cpu_isa") or [])
+    has = [name for flag, name in SHOWN_FLAGS.items() if flag in isa]
+    missing = [name for flag, name in SHOWN_FLAGS.items() if flag not in isa and flag != "avx_vnni"]
+    if "avx_vnni" in isa:
+        missing = [m for m in missing if m != "VNNI"]
+    cpus = env.get("usable_cpus") or env.get("cpu_count")
+    text = f"{env['cpu']}, {cpus} CPUs: " + (" ".join(has) or "no AVX2")
+    return text + (f" (no {', '.join(missing)})" if missing else "")
+
+
+def _roofline_markdown(roofline: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Roofline: the machine's measured peak",
+        "",
+        f"Large GEMMs ({roofline['gemm_size']}³, {roofline['threads']} threads, best of 5 after a warm-up), measured "
+        f"in this run; INT8 dot-product instructions (VNNI): {'yes' if roofline.get('vnni') else 'no'}. The FP32 peak "
+        "is the faster FP32 GEMM; the INT8 peak is the uint8 × int8 one (the kernels of `--target cpu` INT8).",
+        "",
+        "| GEMM | library | precision | best ms | G(FL)OP/s |",
+        "|---|---|---|---|---|",
+    ]
+    for p in roofline["peaks"]:
+        lines.append(f"| {p['name']} | {p['library']} | {p['precision']} | {p['best_ms']:.1f} | {p['gops']:.1f} |")
+    lines.append("")
+    return lines
+
+
+def _profile_markdown(profiles: Sequence[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Where ONNX Runtime's time goes",
+        "",
+        "Kernel time by operator type (ONNX Runtime's profiler; its per-node timing adds overhead, so read the "
+        "shares), each graph as optimised for this machine.",
+        "",
+    ]
+    for prof in profiles:
+        lines += [
+            f"**{Path(prof['model']).name}** at {prof['height']}×{prof['width']} "
+            f"({prof['total_ms_per_run']:.0f} ms of kernels per run):",
+            "",
+            "| op | ms/run | share | nodes |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {o['op']} | {o['ms_per_run']:.1f} | {o['share_pct']:.1f}% | {o['nodes']} |" for o in prof["ops"]]
+        lines.append("")
+    return lines
+
+
+def _tiling_markdown(tiling: dict[str, Any]) -> list[str]:
+    size = tiling["size"]
+    lines = [
+        f"## Tiling throughput ({size}×{size} LR)",
+        "",
+        "Whole image vs tiles, same run. Blend tiles are balanced (as many tiles as the tile asked for, spread "
+        "evenly); work = LR pixels the tiles cover / image pixels, for the balanced plan and the plain one.",
+        "",
+        "| backend | tiling | tile | tile used | tiles | runs | median s | out MP/s | % of untiled | work | "
+        "work (plain plan) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in tiling["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['backend']} | {r['tiling']} | {_cell(r['tile'])} | failed: {r['error']} |||||||||")
+            continue
+        lines.append(
+            f"| {r['backend']} | {r['tiling']} | {_cell(r['tile'])} | {_cell(r['tile_used'])} | {r['tiles']} | "
+            f"{r['runs']} | {r['median_s']:.2f} | {r['output_mp_per_s']:.3f} | {_pct(r['pct_of_untiled'])} | "
+            f"{_cell(r['work'])} | {_cell(r['work_plain_plan'])} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _contention_markdown(contention: dict[str, Any]) -> list[str]:
+    size = contention["size"]
+    lines = [
+        f"## Under load ({size}×{size} LR upscale)",
+        "",
+        f"Each case in a fresh process, alone and beside {contention['load']}. Slowdown = loaded median / idle "
+        "median. torch policies: passive = OMP_WAIT_POLICY=PASSIVE (lightbsr's default), default = libgomp's "
+        "own (spins, then sleeps); ONNX Runtime: sleep (lightbsr's default) or spin (ONNX Runtime's default).",
+        "",
+        "| case | idle ms | loaded ms | slowdown | runs (idle/loaded) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in contention["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['case']} | failed: {r['error']} ||||")
+            continue
+        lines.append(
+            f"| {r['case']} | {r['idle_ms']:.0f} | {r['loaded_ms']:.0f} | {r['slowdown']:.2f}× | "
+            f"{r['idle_runs']}/{r['loaded_runs']} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{value:.1f}%"
 
 
 def _latency_markdown(latency: dict[str, Any]) -> list[str]:
@@ -98,16 +219,22 @@ def _latency_markdown(latency: dict[str, Any]) -> list[str]:
         f"target's clamped output vs the reference's, batch 1, on a real image crop ({settings.get('image', '')}).",
         "",
         "| LR size | batch | target | precision | device | median ms | p90 ms | p99 ms | runs | out MP/s | "
-        "peak MB | speed-up | PSNR vs ref |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "GFLOP/s | % of peak | peak MB | speed-up | PSNR vs ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in ok:
         lines.append(
             f"| {r['height']}×{r['width']} | {r['batch']} | {r['target']} | {r['precision']} | {r['device']} | "
             f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['runs']} | "
-            f"{r['output_mp_per_s']:.3f} | {_cell(r['peak_memory_mb'])} | {_speedup(r['speedup'])} | "
-            f"{_cell(r['psnr_vs_reference_db'])} |"
+            f"{r['output_mp_per_s']:.3f} | {_cell(r.get('gflop_per_s'))} | {_pct(r.get('pct_of_peak'))} | "
+            f"{_cell(r['peak_memory_mb'])} | {_speedup(r['speedup'])} | {_cell(r['psnr_vs_reference_db'])} |"
         )
+    if any(r.get("gflop_per_s") for r in ok):
+        lines += [
+            "",
+            "GFLOP/s = 2 × the model's multiply-accumulates (all of them, whichever precision each layer runs in) / "
+            "median. % of peak: of the measured GEMM peak of the row's precision (INT8 rows: the uint8 × int8 GEMM).",
+        ]
     methods = sorted({r["memory_method"] for r in ok if r["memory_method"]})
     if methods:
         lines += ["", "Peak memory: " + "; ".join(methods) + "."]
