@@ -118,8 +118,9 @@ class Upscaler:
         image_sizes: LR ``(height, width)`` of the images to come, when known in advance: a backend
             that compiles for fixed sizes (TensorRT engines built from an ONNX) sizes itself from them
             and the tiling options (:class:`~lightbsr.runtime.backend.Workload`).
-        **backend_options: passed to the backend's ``load`` (e.g. ``providers``, ``threads``
-            for onnxruntime).
+        **backend_options: passed to the backend's ``load`` (e.g. ``providers`` for onnxruntime;
+            ``threads`` for torch and onnxruntime, default: the CPUs this process may use, affinity and
+            cgroup quota; idle threads sleep, see :mod:`lightbsr.hardware`).
 
     :meth:`upscale` takes ``(H, W)`` gray, ``(H, W, 2)`` gray + alpha, ``(H, W, 3)`` RGB or
     ``(H, W, 4)`` RGBA arrays, ``uint8``, ``uint16`` or float in [0, 1], and returns the

@@ -3,31 +3,55 @@
 #
 #   bash benchmarks/scripts/cpu_report.sh
 #
-# 1. rebuilds the reference weights (authors' layout, tests/helpers/reference.py: deterministic, NOT trained)
-#    and converts them with `lightbsr convert`;
-# 2. exports ONNX FP32 (`lightbsr export`), converts to FP16 and INT8 Q/DQ (`lightbsr quantize`;
-#    INT8 calibrated on the Set5 images of examples/ other than baby.png, the accuracy image);
-# 3. `lightbsr bench` writes $OUT/$NAME.json, .md and .png.
-# Environment overrides: OUT (benchmarks/results), NAME (cpu-<nproc>core), WORK (runs/bench-cpu),
-# THREADS (nproc), SIZES ("64 128"), REPEATS (10), MAX_SECONDS (15), CALIB (a folder of HR images).
+# 1. weights: $WEIGHTS, else the bundled default checkpoint, else the reference weights (the authors' layout
+#    rebuilt by tests/helpers/reference.py: deterministic, NOT trained; then no quality table);
+# 2. `lightbsr export --split` (FP32 ONNX and its split graphs), `lightbsr quantize --int8` for --target tensorrt
+#    and --target cpu, calibrated on training images ($CALIB, default ../shared/datasets/train/SunHays80; never on
+#    benchmark images);
+# 3. with trained weights and $SET5 present: `lightbsr eval` of the FP32, INT8-cpu and INT8-tensorrt graphs on Set5,
+#    σ = 1.2 (the papers' protocol);
+# 4. `lightbsr bench`: roofline (GEMM peaks), latency of every target at $SIZES with GFLOP/s and % of peak, ONNX
+#    Runtime's time by operator type, tiling throughput at $TILING_SIZE, an upscale under load; writes
+#    $OUT/$NAME.json, .md and .png.
+# Steps 1-3 reuse the files in $WORK when they are newer than their inputs (FRESH=1 rebuilds them).
+# Environment overrides: OUT (benchmarks/results), NAME (cpu-<threads>core), WORK (runs/bench-cpu), THREADS (the
+# usable CPUs), SIZES ("64 128"), REPEATS (7), MAX_SECONDS (15), TILING_SIZE (512), TILES ("128 256"),
+# TILING_REPEATS (1), CALIB, SET5 (../shared/datasets/benchmark/Set5), TARGETS (see `lightbsr bench --help`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-THREADS=${THREADS:-$(nproc)}
+THREADS=${THREADS:-$(python -c "from lightbsr.hardware import available_cpus; print(available_cpus())")}
 OUT=${OUT:-benchmarks/results}
 NAME=${NAME:-cpu-${THREADS}core}
 WORK=${WORK:-runs/bench-cpu}
 SIZES=${SIZES:-64 128}
-REPEATS=${REPEATS:-10}
+REPEATS=${REPEATS:-7}
 MAX_SECONDS=${MAX_SECONDS:-15}
+TILING_SIZE=${TILING_SIZE:-512}
+TILES=${TILES:-128 256}
+TILING_REPEATS=${TILING_REPEATS:-1}
+CALIB=${CALIB:-../shared/datasets/train/SunHays80}
+SET5=${SET5:-../shared/datasets/benchmark/Set5}
+TARGETS=${TARGETS:-torch-fp32 torch-channels-last-fp32 torch-compile-fp32 ort-cpu ort-cpu-spin ort-cpu-extended \
+ort-cpu-basic ort-cpu-no-arena openvino-cpu}
 ARCH=lightbsr_student_x4
 mkdir -p "$WORK" "$OUT"
-if [ -z "${CALIB:-}" ]; then
-    CALIB=$WORK/calib
-    mkdir -p "$CALIB"
-    cp examples/Set5/bird.png examples/Set5/butterfly.png examples/Set5/head.png examples/Set5/woman.png "$CALIB/"
+[ -n "${FRESH:-}" ] && rm -f "$WORK"/*.onnx "$WORK"/*.json
+if [ ! -d "$CALIB" ]; then
+    echo "cpu_report.sh: no calibration images at $CALIB (set CALIB to a folder of training HR images)" >&2
+    exit 2
 fi
 
-python - "$WORK/$ARCH.authors.safetensors" "$ARCH" <<'PY'
+# 1. weights
+if [ -z "${WEIGHTS:-}" ]; then
+    WEIGHTS=$(python -c "from lightbsr.weights import default_checkpoint as d; print(d())" 2>/dev/null || true)
+fi
+[ -n "$WEIGHTS" ] && [ -f "$WEIGHTS" ] && WEIGHTS=$(realpath --relative-to=. "$WEIGHTS")
+TRAINED=1
+if [ -z "$WEIGHTS" ] || [ ! -f "$WEIGHTS" ]; then
+    TRAINED=0
+    WEIGHTS=$WORK/$ARCH.reference.safetensors
+    if [ ! -f "$WEIGHTS" ]; then
+        python - "$WORK/$ARCH.authors.safetensors" "$ARCH" <<'PY'
 import sys
 from pathlib import Path
 
@@ -37,19 +61,53 @@ from safetensors.torch import save_file  # noqa: E402
 
 save_file(reference_state_dict(sys.argv[2]), sys.argv[1])
 PY
-lightbsr convert "$WORK/$ARCH.authors.safetensors" -o "$WORK/$ARCH.safetensors" --arch "$ARCH"
-lightbsr export "$WORK/$ARCH.safetensors" -o "$WORK/$ARCH.onnx"
-lightbsr quantize "$WORK/$ARCH.onnx" --fp16 -o "$WORK/$ARCH.fp16.onnx"
-lightbsr quantize "$WORK/$ARCH.onnx" --int8 --calib "$CALIB" --calib-count 16 --calib-size 48 --seed 0 \
-    -o "$WORK/$ARCH.int8.onnx"
+        lightbsr convert "$WORK/$ARCH.authors.safetensors" -o "$WEIGHTS" --arch "$ARCH"
+    fi
+fi
 
+# 2. ONNX FP32 (+ split graphs) and INT8 for both targets
+FP32=$WORK/model.onnx
+if [ ! -f "$FP32" ] || [ "$WEIGHTS" -nt "$FP32" ]; then
+    lightbsr export "$WEIGHTS" -o "$FP32" --split
+fi
+for target in cpu tensorrt; do
+    int8=$WORK/model.int8-$target.onnx
+    if [ ! -f "$int8" ] || [ "$FP32" -nt "$int8" ]; then
+        lightbsr quantize "$FP32" --int8 --target "$target" --calib "$CALIB" --calib-count 16 --calib-size 48 \
+            --seed 0 -o "$int8"
+    fi
+done
+
+# 3. quality on Set5, σ = 1.2 (trained weights only)
+EVALS=()
+if [ "$TRAINED" = 1 ] && [ -d "$SET5" ]; then
+    for model in model model.int8-cpu model.int8-tensorrt; do
+        if [ ! -f "$WORK/eval-$model.json" ] || [ "$WORK/$model.onnx" -nt "$WORK/eval-$model.json" ]; then
+            lightbsr eval "$WORK/$model.onnx" --dataset "$SET5" --sigma 1.2 --json --no-progress \
+                > "$WORK/eval-$model.json.partial"
+            mv "$WORK/eval-$model.json.partial" "$WORK/eval-$model.json"
+        fi
+        EVALS+=("$WORK/eval-$model.json")
+    done
+fi
+
+# 4. one bench run: everything measured in the same process, on the same machine state
+if [ "$TRAINED" = 1 ]; then
+    weights_note="Weights: $WEIGHTS (trained)."
+else
+    weights_note="Weights: the authors' reference checkpoint layout rebuilt by tests/helpers/reference.py (deterministic, NOT trained): accuracy columns measure backend agreement, not image quality."
+fi
 # shellcheck disable=SC2086
-lightbsr bench "$WORK/$ARCH.safetensors" --complexity --latency \
-    --onnx "$WORK/$ARCH.onnx" "$WORK/$ARCH.fp16.onnx" "$WORK/$ARCH.int8.onnx" \
-    --targets torch-fp32 torch-bf16 ort-cpu --size $SIZES --batch 1 --threads "$THREADS" \
+lightbsr bench "$WEIGHTS" --complexity --latency \
+    --onnx "$FP32" "$WORK/model.int8-cpu.onnx" "$WORK/model.int8-tensorrt.onnx" \
+    --targets $TARGETS --size $SIZES --batch 1 --threads "$THREADS" \
     --warmup 1 --repeats "$REPEATS" --min-repeats 2 --max-seconds "$MAX_SECONDS" \
-    --note "Weights: the authors' reference checkpoint layout rebuilt by tests/helpers/reference.py (deterministic, NOT trained): accuracy columns measure backend agreement, not image quality." \
-    --note "INT8: lightbsr quantize --int8, calibrated on 16 LR crops (48×48) from examples/Set5 without baby.png; the accuracy image is a crop of examples/Set5/baby.png." \
-    --note "Made by: bash benchmarks/scripts/cpu_report.sh (THREADS=$THREADS SIZES='$SIZES' REPEATS=$REPEATS MAX_SECONDS=$MAX_SECONDS)." \
+    --ort-profile --tiling --tiling-size "$TILING_SIZE" --tiles $TILES --tiling-repeats "$TILING_REPEATS" \
+    --contention \
+    ${EVALS[@]+--eval-json "${EVALS[@]}"} \
+    --note "$weights_note" \
+    --note "INT8: lightbsr quantize --int8 --target cpu|tensorrt, calibrated on 16 LR crops (48×48) of training images ($CALIB); the accuracy image is a crop of examples/Set5/baby.png; quality: lightbsr eval on $SET5, σ = 1.2." \
+    --note "Made by: bash benchmarks/scripts/cpu_report.sh (THREADS=$THREADS SIZES='$SIZES' REPEATS=$REPEATS MAX_SECONDS=$MAX_SECONDS TILING_SIZE=$TILING_SIZE TILES='$TILES' TILING_REPEATS=$TILING_REPEATS)." \
+    ${NOTE:+--note "$NOTE"} \
     --json "$OUT/$NAME.json" --markdown "$OUT/$NAME.md" --plot "$OUT/$NAME.png" > /dev/null
 echo "wrote $OUT/$NAME.json $OUT/$NAME.md $OUT/$NAME.png"
