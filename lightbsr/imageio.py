@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lightbsr.errors import ConfigError, InputImageError, first_line
+from lightbsr.errors import ConfigError, InputImageError, LightBSRWarning, first_line
 from lightbsr.files import atomic_output
 
 __all__ = [
@@ -220,11 +220,15 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)) or 0 in img.shape[:2]:
         raise ConfigError(f"cannot write an image of shape {img.shape}")
     if img.dtype == np.uint16 and not fmt.sixteen_bit:
-        warnings.warn(f"{path.name}: {fmt.name} stores 8 bits; the 16-bit result is rounded", stacklevel=2)
+        warnings.warn(
+            f"{path.name}: {fmt.name} stores 8 bits; the 16-bit result is rounded", LightBSRWarning, stacklevel=2
+        )
         img = np.round(img / 257.0).astype(np.uint8)
     channels = 1 if img.ndim == 2 else img.shape[2]
     if channels in (2, 4) and not fmt.alpha:
-        warnings.warn(f"{path.name}: {fmt.name} has no alpha channel; the alpha is dropped", stacklevel=2)
+        warnings.warn(
+            f"{path.name}: {fmt.name} has no alpha channel; the alpha is dropped", LightBSRWarning, stacklevel=2
+        )
         img = img[:, :, 0] if channels == 2 else img[:, :, :3]
         channels -= 1
     if channels == 2:  # OpenCV cannot encode gray + alpha: store it as RGBA

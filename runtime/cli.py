@@ -180,8 +180,6 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    import warnings
-
     for name, value in _UNSHOWN_DEFAULTS.items():
         if not hasattr(args, name):
             setattr(args, name, value)
@@ -192,19 +190,9 @@ def run_upscale(args: argparse.Namespace) -> int:
     level = log.getLogLevel()
     log.setLogLevel(log.LOG_LEVEL_ERROR)  # a corrupt file is reported once, by us, not by OpenCV's decoders
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _show_warning
-            return _run(args)
+        return _run(args)  # warnings are shown by lightbsr.cli.main, one line each
     finally:
         log.setLogLevel(level)
-
-
-def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    from tqdm import tqdm
-
-    text = " ".join(str(message).split())
-    tqdm.write(f"lightbsr: warning: {text}", file=sys.stderr)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from lightbsr import contract, cuda
-from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
+from lightbsr.errors import BackendUnavailableError, ConfigError, LightBSRWarning, ModelFileError, first_line
 from lightbsr.runtime.backend import IDR, Backend, Workload
 
 try:
@@ -273,7 +273,7 @@ def _check_fallback(session: ort.InferenceSession, chosen: Sequence[Any], *, exp
         message = f"onnxruntime could not start {', '.join(lost)}; running on {', '.join(used)}"
         if explicit:
             raise BackendUnavailableError(f"{message} (those providers were asked for explicitly)")
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, LightBSRWarning, stacklevel=3)
     return device
 
 

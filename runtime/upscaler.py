@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
+from lightbsr.errors import ConfigError, LightBSRWarning, ModelFileError, OutOfMemoryError
 from lightbsr.runtime import memory
 from lightbsr.runtime.backend import IDR, Backend, Workload, load_backend
 from lightbsr.runtime.tiling import Blender, cap_tile, check_tile_options, plan_tiles
@@ -273,7 +273,7 @@ class Upscaler:
                 warnings.warn(
                     f"out of memory with {current}-pixel tiles on {self.backend.device}; "
                     f"retrying with tile {smaller}, overlap {overlap}",
-                    RuntimeWarning,
+                    LightBSRWarning,
                     stacklevel=2,
                 )
                 tile, retries = smaller, retries + 1
@@ -326,7 +326,7 @@ class Upscaler:
                 warnings.warn(
                     f"tile {asked} is larger than the {self.backend.name} backend takes "
                     f"({limit[1]}×{limit[0]} at most); using tile {tile}",
-                    RuntimeWarning,
+                    LightBSRWarning,
                     stacklevel=3,
                 )
         return tile, overlap
