@@ -450,7 +450,7 @@ class Trainer:
             return
         if isinstance(objective, LightBSRTeacherObjective):
             assert isinstance(model, LightBSRTeacher)
-            cast(torch.Tensor, model.pca_basis).copy_(kernel_pca(self.config.setting))
+            cast(torch.Tensor, model.pca_basis).copy_(kernel_pca())
             objective.init_key_encoder()
         if teacher is not None:
             init_student_from_teacher(model, teacher)

@@ -173,9 +173,10 @@ def load_reference_checkpoint(
 ) -> nn.Module:
     """Build ``arch`` and load an authors'-layout state dict into it, strictly; returns the model in eval mode.
 
-    The authors' teacher checkpoints do not hold the DRP's PCA basis; pass it as
-    ``pca_basis`` (15, 441), or the deterministic basis of
-    :func:`lightbsr.degradation.kernel_pca` for the teacher's setting is used.
+    The authors' LightBSR teacher checkpoints do not hold the PCA basis their degradation
+    prior is computed on: their run saves it beside them (``PCA_matrix.mat``). Pass it as
+    ``pca_basis`` (15, 441) — :func:`lightbsr.checkpoint.read_pca_matrix` reads that file;
+    without it a LightBSR teacher is refused rather than given another basis.
     """
     config = ModelConfig.from_arch(arch)
     state = unwrap_state_dict(state_dict)
@@ -188,10 +189,13 @@ def load_reference_checkpoint(
     converted = rename_keys(state, reference_rules(config))
     if isinstance(model, LightBSRTeacher):
         if pca_basis is None:
-            from lightbsr.degradation import kernel_pca
-
-            pca_basis = kernel_pca(config.setting or 1)
+            raise CheckpointError(
+                "an authors' LightBSR teacher needs the PCA basis its run saved beside it (PCA_matrix.mat): "
+                "its degradation prior is computed on that basis, which the checkpoint does not hold"
+            )
         converted["pca_basis"] = pca_basis
+    elif pca_basis is not None:
+        raise CheckpointError(f"a PCA basis is for LightBSR teachers, not {config.arch}")
     load_strict(model, converted)
     return model.eval()
 
