@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lightbsr.argparsing import add_command
+from lightbsr.argparsing import add_command, float_range, int_range
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "examples" / "Set5" / "baby.png"
 CPU_SIZES = ["64", "128"]
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--batch",
         nargs="+",
-        type=int,
+        type=int_range(1),
         metavar="N",
         default=argparse.SUPPRESS,
         help="batch sizes (default: 1 CPU, 1 8 CUDA)",
@@ -78,15 +78,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
     what.add_argument("--image", default=str(DEFAULT_IMAGE), help="real image cropped to each size for accuracy")
     what.add_argument("--eval-json", nargs="+", default=[], metavar="FILE", help="`lightbsr eval --json` outputs")
-    what.add_argument("--seed", type=int, default=0, help="seed of the random weights of an architecture name")
+    what.add_argument("--seed", type=int_range(0), default=0, help="seed of the random weights of an architecture name")
     timing = p.add_argument_group("timing")
-    timing.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: default)")
-    timing.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (the accuracy run is one)")
-    timing.add_argument("--repeats", type=int, default=20, help="timed runs (at most)")
-    timing.add_argument("--min-repeats", type=int, default=3, help="timed runs at least, even past --max-seconds")
+    timing.add_argument(
+        "--threads", type=int_range(0), default=0, help="CPU threads for torch and ONNX Runtime (0: default)"
+    )
+    timing.add_argument(
+        "--warmup", type=int_range(0), default=2, help="untimed runs before timing (the accuracy run is one)"
+    )
+    timing.add_argument("--repeats", type=int_range(1), default=20, help="timed runs (at most)")
+    timing.add_argument(
+        "--min-repeats", type=int_range(1), default=3, help="timed runs at least, even past --max-seconds"
+    )
     timing.add_argument(
         "--max-seconds",
-        type=float,
+        type=float_range(0.0, low_open=True),
         default=30.0,
         help="stop timing a case after this many seconds; a target slower than this per run is skipped at larger "
         "inputs (the reference always runs)",

@@ -30,7 +30,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         text = " ".join(message.split())
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+        command = self.prog.partition(" ")[2]
+        self.exit(EXIT_USAGE, f"lightbsr: error: {command + ': ' if command else ''}{text} (see {self.prog} --help)\n")
 
 
 def add_command(

@@ -97,7 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``lightbsr`` command; expected failures are one line on stderr and exit status 2."""
     _tolerant_streams()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # a usage error (one line, printed by the parser); --help and --version exit 0
+        if not done.code:
+            raise
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

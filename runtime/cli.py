@@ -89,7 +89,7 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.argparsing import add_command
+    from lightbsr.argparsing import add_command, int_range
 
     p = add_command(subparsers, "upscale", "upscale images ×4 (files or folders)", DESCRIPTION)
     p.argument_default = argparse.SUPPRESS
@@ -101,15 +101,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
-        "--tile", type=int, metavar="N", help="tile size in LR pixels; 0: never tile (default: from free memory)"
+        "--tile",
+        type=int_range(0),
+        metavar="N",
+        help="tile size in LR pixels; 0: never tile (default: from free memory)",
     )
     p.add_argument(
         "--tile-overlap",
-        type=int,
+        type=int_range(0),
         metavar="N",
         help="overlap of neighbouring tiles in LR pixels, blend tiling (default: 24, at most half the tile)",
     )
-    p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per backend call (blend tiling)")
+    p.add_argument(
+        "--tile-batch", type=int_range(1), default=1, metavar="N", help="tiles per backend call (blend tiling)"
+    )
     p.add_argument(
         "--tiling",
         default="auto",
@@ -127,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-pixels",
-        type=int,
+        type=int_range(1),
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help="refuse inputs whose header declares more pixels than this (decompression bombs)",
@@ -149,10 +154,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_video_arguments(p: argparse.ArgumentParser) -> None:
+    from lightbsr.argparsing import float_range, int_range
+
     video = p.add_argument_group("videos")
     video.add_argument("--codec", default="libx264", help="video encoder: libx264, libx265, ffv1 (lossless), ...")
     video.add_argument(
-        "--crf", type=int, metavar="N", help="quality for libx264/libx265, 0–51, lower is better (default: 18)"
+        "--crf",
+        type=int_range(0, 51),
+        metavar="N",
+        help="quality for libx264/libx265, 0–51, lower is better (default: 18)",
     )
     video.add_argument(
         "--pix-fmt", metavar="FMT", help="encoded pixel format (default: the source's, else yuv420p or yuv420p10le)"
@@ -165,7 +175,7 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
     )
     video.add_argument(
         "--scene-threshold",
-        type=float,
+        type=float_range(0.0, 1.0),
         default=0.2,  # = lightbsr.runtime.scenes.DEFAULT_SCENE_THRESHOLD (not imported: this module stays light)
         metavar="T",
         help="histogram distance (0–1) between consecutive frames that starts a new scene",
