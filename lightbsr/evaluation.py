@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lightbsr.contract import check_sr
 from lightbsr.degradation import crop_to_multiple, degrade, imresize, isotropic_kernel
 from lightbsr.errors import ConfigError, DatasetError, InputImageError
 from lightbsr.imageio import read_image_rgb8
@@ -357,11 +358,9 @@ def evaluate(
             for sigma in sigmas:
                 lr = degrade(hr, kernels[sigma], scale)
                 sr = upscale_fn(lr / 255.0)
-                if not isinstance(sr, torch.Tensor) or tuple(sr.shape) != tuple(hr.shape):
-                    got = tuple(sr.shape) if isinstance(sr, torch.Tensor) else type(sr).__name__
-                    raise ConfigError(
-                        f"upscale_fn returned {got} for a {tuple(lr.shape)} input; expected {tuple(hr.shape)}"
-                    )
+                if not isinstance(sr, torch.Tensor):
+                    raise ConfigError(f"upscale_fn returned a {type(sr).__name__}, not a tensor")
+                check_sr(result.method, tuple(lr.shape), tuple(sr.shape), scale, bool(torch.isfinite(sr).all()))
                 sr = sr.to(device=dev, dtype=torch.float32).clamp(0.0, 1.0).mul(255.0).round().div(255.0)
                 score = ImageScore(
                     name=path.name,

@@ -306,8 +306,7 @@ class TensorRTBackend(Backend):
         self.full = opened.get(contract.GRAPH_FULL)
         self.engines = list(opened.values())
         main = self.full or self.restorer or self.engines[0]
-        self.family = main.sidecar.onnx_metadata[contract.META_FAMILY]
-        self.scale = int(main.sidecar.onnx_metadata[contract.META_SCALE])
+        self.family, self.scale = contract.check_metadata(main.path, main.graph, main.sidecar.onnx_metadata, "engine")
         self.precision = main.sidecar.precision  # the restorer's: split INT8 models may keep a float estimator
 
     @property

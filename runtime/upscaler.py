@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from lightbsr import contract
 from lightbsr.errors import ConfigError, LightBSRWarning, ModelFileError, OutOfMemoryError
 from lightbsr.runtime import memory
 from lightbsr.runtime.backend import IDR, Backend, Workload, load_backend
@@ -293,6 +294,12 @@ class Upscaler:
 
     # ------------------------------------------------------------------ internals
 
+    def _checked(self, sr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+        """``sr`` if it is ``scale`` × ``lr`` and all finite (every backend call, every tile), else one-line error."""
+        finite = bool(np.isfinite(sr).all())
+        contract.check_sr(f"the {self.backend.name} backend", lr.shape, np.shape(sr), self.scale, finite)
+        return sr
+
     def _initial_tile(self, height: int, width: int) -> tuple[int | None, int]:
         """(tile or None for the whole image, overlap)."""
         if self.tile == 0:
@@ -367,7 +374,9 @@ class Upscaler:
     ) -> tuple[np.ndarray, int]:
         _, height, width = lr.shape
         if tile is None:
-            sr = self.backend.forward(lr[None])[0] if not estimate else self.backend.restore(lr[None], estimate[0])[0]
+            whole = lr[None]
+            out = self.backend.forward(whole) if not estimate else self.backend.restore(whole, estimate[0])
+            sr = self._checked(out, whole)[0]
             if progress:
                 progress(1, 1)
             return sr, 1
@@ -375,7 +384,7 @@ class Upscaler:
             estimate.append(self._shared_estimate(lr))
         idr = estimate[0] if self.shared_idr else None
         if idr is not None and self.tiling == "exact":
-            sr = self.backend.restore_in_tiles(lr[None], idr, tile, progress)[0]
+            sr = self._checked(self.backend.restore_in_tiles(lr[None], idr, tile, progress), lr[None])[0]
             return sr, -(-height // tile) * -(-width // tile)
         tiles = plan_tiles(height, width, tile, overlap)
         blender = Blender(height, width, overlap, self.scale)
@@ -387,6 +396,7 @@ class Upscaler:
                 out = self.backend.forward(lr_batch)
             else:
                 out = self.backend.restore(lr_batch, _crop_idr(idr, crops))
+            self._checked(out, lr_batch)
             for t, tile_out in zip(batch, out, strict=True):
                 blender.add(t, tile_out)
             if progress:

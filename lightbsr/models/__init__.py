@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lightbsr.contract import parse_scale
 from lightbsr.errors import CheckpointError, ConfigError
 from lightbsr.models.common import SUPPORTED_SCALES
 from lightbsr.models.convert import (
@@ -67,7 +68,7 @@ class ModelConfig:
             raise ConfigError(f"unknown model role {self.role!r}")
         if self.scale not in SUPPORTED_SCALES:
             raise ConfigError(f"unsupported scale ×{self.scale}; supported: {SUPPORTED_SCALES}")
-        if self.setting not in (None, 1, 2):
+        if isinstance(self.setting, bool) or self.setting not in (None, 1, 2):
             raise ConfigError(f"unknown degradation setting {self.setting!r}; expected 1 or 2")
         if self.family == "lightbsr" and self.role == "teacher" and self.setting is None:
             raise ConfigError("the LightBSR teacher needs a setting (1 or 2)")
@@ -104,7 +105,7 @@ class ModelConfig:
         if "arch" not in data:
             raise ConfigError("model config has no 'arch'")
         config = cls.from_arch(str(data["arch"]), data.get("setting"))
-        if "scale" in data and int(data["scale"]) != config.scale:
+        if "scale" in data and parse_scale(data["scale"]) != config.scale:
             raise ConfigError(f"model config says scale {data['scale']} but arch {data['arch']}")
         return config
 
