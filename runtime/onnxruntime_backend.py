@@ -27,6 +27,8 @@ inference keeps the shapes few.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -77,10 +79,28 @@ def session(
         options.intra_op_num_threads = threads
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    check_providers(providers)
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+        # onnxruntime's Python wrapper prints its provider-fallback banner with print(): keep it off stdout
+        # (where --json goes); what happened is read back from the session and reported (_check_fallback)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         raise ModelFileError(f"{what}: not a loadable ONNX model ({first_line(err)})") from err
+
+
+def check_providers(providers: Sequence[Any]) -> None:
+    """ConfigError for an execution provider this onnxruntime lacks (a typo, or a GPU provider on a CPU build)."""
+    available = ort.get_available_providers()
+    names = [_provider_name(p) for p in providers]
+    if not names:
+        raise ConfigError("no onnxruntime execution provider given")
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ConfigError(
+            f"onnxruntime execution provider {', '.join(unknown)} is not available here; this onnxruntime has "
+            f"{', '.join(available)}"
+        )
 
 
 def run(
