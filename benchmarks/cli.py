@@ -112,9 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from lightbsr.errors import ConfigError
+    from lightbsr.files import check_outputs
 
     from .report import SCHEMA, load_eval_json, markdown, plot, write_json, write_markdown
 
+    outputs = [path for path in (args.json, args.markdown, args.plot) if path and path != "-"]
+    check_outputs([p for p in (getattr(args, "model", None), *args.onnx, *args.eval_json, args.image) if p], outputs)
     if args.plot:  # fail before measuring, not after
         try:
             import matplotlib  # noqa: F401

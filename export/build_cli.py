@@ -164,6 +164,9 @@ def run_build(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     output = getattr(args, "output", None) or args.onnx.with_suffix(".engine")
     timing_cache = getattr(args, "timing_cache", None)
+    from lightbsr.files import check_outputs
+
+    check_outputs([args.onnx], [output, output.with_name(output.name + ".json")])
     if not args.print_trtexec:
         require_tensorrt(full=True, missing=NOT_INSTALLED)  # before reading anything: the one-line hint is the answer
         sidecar = build_engine(args.onnx, output, settings, timing_cache=timing_cache, device=args.device)

@@ -155,6 +155,11 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if args.output is None and args.triton is None:
         raise ConfigError("give -o/--output MODEL.onnx, --triton DIR, or both")
+    if args.output is not None:
+        from lightbsr.contract import split_paths
+        from lightbsr.files import check_outputs
+
+        check_outputs([args.checkpoint], [args.output, *(split_paths(args.output) if args.split else ())])
     if args.triton is not None:  # before the export: a name clash must not cost an export
         from lightbsr.export.triton import check_target
 
@@ -209,11 +214,15 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lightbsr.contract import resolve_graphs, split_paths
     from lightbsr.errors import ConfigError
     from lightbsr.export.precision import quantize_fp16, quantize_int8
+    from lightbsr.files import check_outputs
 
     precision = "fp16" if args.fp16 else "int8"
     output = args.output or str(Path(args.model).with_suffix(f".{precision}.onnx"))
+    graphs = resolve_graphs(args.model)
+    check_outputs([args.model, graphs.full, graphs.estimator, graphs.restorer], [output, *split_paths(output)])
     progress = sys.stderr.isatty()
     if args.fp16 and (args.max_drop is not None or args.max_float_layers is not None):
         raise ConfigError("--max-drop and --max-float-layers are for --int8")

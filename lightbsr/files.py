@@ -88,16 +88,25 @@ def _umask() -> int:
 def check_outputs(inputs: Iterable[str | os.PathLike[str]], outputs: Iterable[str | os.PathLike[str]]) -> None:
     """ConfigError when an output would replace an input, or two outputs are the same file (before any work).
 
+    When ``outputs`` are made one per input (same length), a collision names the two inputs.
     Paths are compared as the files they name (symbolic links and ``..`` resolved; an existing file
     also by device and inode, so a hard link to an input counts as the input).
     """
     sources = [Path(p) for p in inputs]
-    seen: dict[Path, Path] = {}
-    for output in (Path(p) for p in outputs):
+    targets = [Path(p) for p in outputs]
+    paired = len(sources) == len(targets)  # outputs made one per input: name the inputs that collide
+    seen: dict[Path, int] = {}
+    for index, output in enumerate(targets):
         key = output.resolve()
         if key in seen:
-            raise ConfigError(f"{seen[key]} and {output} are the same output file; give each output its own name")
-        seen[key] = output
+            first = seen[key]
+            if paired:
+                raise ConfigError(
+                    f"{sources[first]} and {sources[index]} would both be written to {output}; "
+                    "rename one, or choose another --format"
+                )
+            raise ConfigError(f"{targets[first]} and {output} are the same output file; give each output its own name")
+        seen[key] = index
         for source in sources:
             if key == source.resolve() or (output.exists() and source.exists() and _same_file(output, source)):
                 raise ConfigError(f"{output}: the output would replace the input {source}; choose another output")

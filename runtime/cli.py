@@ -238,6 +238,7 @@ def _video_options(args: argparse.Namespace) -> Any:
 def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]:
     """(input, output) pairs and whether IN is a folder; output formats are checked here, before any work."""
     from lightbsr.errors import ConfigError, InputImageError
+    from lightbsr.files import check_outputs
     from lightbsr.imageio import WRITE_FORMATS, check_output_path
     from lightbsr.runtime.video import VIDEO_SUFFIXES, is_video_path
 
@@ -248,6 +249,8 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
         check_output_path(Path("out" + suffix))
     if not source.exists():
         raise InputImageError(f"{source}: no such file or folder")
+    if suffix and not source.is_dir() and not target.is_dir() and target.suffix.lower() != suffix:
+        raise ConfigError(f"{target}: --format {args.format} contradicts the output's own extension; give one of them")
     if source.is_dir():
         if target.exists() and not target.is_dir():
             raise ConfigError(f"{target}: IN is a folder, so OUT must be a folder")
@@ -260,7 +263,9 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
         )
         if not inputs:
             raise InputImageError(f"{source}: no images ({', '.join(WRITE_FORMATS)}) or videos in the folder")
-        return [(p, target / (p.stem + (p.suffix if is_video_path(p) else suffix or p.suffix))) for p in inputs], True
+        jobs = [(p, target / (p.stem + (p.suffix if is_video_path(p) else suffix or p.suffix))) for p in inputs]
+        check_outputs([p for p, _ in jobs], [t for _, t in jobs])  # a.png + a.jpg with --format png: refused
+        return jobs, True
     if target.is_dir():
         target = target / (source.stem + (source.suffix if is_video_path(source) else suffix or source.suffix))
     if is_video_path(source):
@@ -268,8 +273,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
             raise ConfigError(f"{target}: a video is upscaled into a video file ({', '.join(VIDEO_SUFFIXES)})")
     else:
         check_output_path(target)
-    if target.resolve() == source.resolve():
-        raise ConfigError(f"{target}: the output would replace the input")
+    check_outputs([source], [target])
     if target.exists() and not args.overwrite:
         raise ConfigError(f"{target} exists; pass --overwrite to replace it")
     return [(source, target)], False
@@ -324,6 +328,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             first_image = read_image(source, args.max_pixels)
     upscaler = _open_upscaler(args, [source for source, _ in jobs])
+    _check_output_sizes(jobs, upscaler.scale, args.max_pixels)  # before any inference
     records: list[dict[str, Any]] = []
     bar = tqdm(jobs, desc="upscale", unit="img", file=sys.stderr, disable=None) if folder else jobs
     for source, target in bar:
@@ -378,6 +383,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lightbsr: error: {failed} of {len(records)} images failed", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_output_sizes(jobs: list[tuple[Path, Path]], scale: int, max_pixels: int) -> None:
+    """ConfigError when an output image would be larger than its format stores (WebP, JPEG): before any inference."""
+    from lightbsr.errors import LightBSRError
+    from lightbsr.imageio import check_output_size, probe_image
+    from lightbsr.runtime.video import is_video_path
+
+    for source, target in jobs:
+        if is_video_path(source):
+            continue
+        try:
+            header = probe_image(source, max_pixels)
+        except LightBSRError:
+            continue  # reported when the file itself is read
+        check_output_size(target, header.width * scale, header.height * scale)
 
 
 def _image_sizes(paths: list[Path], max_pixels: int) -> list[tuple[int, int]]:
