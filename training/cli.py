@@ -114,6 +114,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--min-lr", type=float_range(0.0, low_open=True), default=1e-6, help="end of the stage-2 cosine")
     s.add_argument(
+        "--recipe",
+        choices=("kdsr", "lightbsr"),
+        default=argparse.SUPPRESS,
+        help="the authors' training recipe (default: the family's own). kdsr: Adam β2 0.999, 1e-4 halved every "
+        "125 epochs (150 for the setting-1 student), stage 1 only for the setting-2 student, one degradation per "
+        "batch, a student's estimator not copied from the teacher (see training/README.md); lightbsr: this "
+        "command's stage 1, warm-up and cosine",
+    )
+    s.add_argument(
         "--kd-l1-weight",
         type=float_range(0.0),
         default=argparse.SUPPRESS,

@@ -71,12 +71,22 @@ from .objectives import (
     init_student_from_teacher,
 )
 from .process import StopRequest, iteration_seed, seed_everything, setup_process
+from .recipes import (
+    KDSR_ITERATIONS,
+    KDSRClockSchedule,
+    KDSRSchedule,
+    Recipe,
+    default_recipe,
+    kdsr_plan,
+    recipe,
+    share_degradation,
+)
 from .schedule import ClockSchedule, Schedule, format_duration
 from .validation import Validator
 
 __all__ = ["Schedule", "TrainConfig", "TrainResult", "TrainingError", "load_teacher", "train"]
 
-ADAM_BETAS = (0.9, 0.99)
+ADAM_BETAS = (0.9, 0.99)  # LightBSR's recipe; each recipe has its own (training/recipes.py)
 ADAM_EPS = 1e-8
 CHECKPOINT = "model.safetensors"
 BEST = "best.safetensors"
@@ -115,6 +125,7 @@ class TrainConfig:
     lr: float = 2e-4
     min_lr: float = 1e-6
     kd_l1_weight: float | None = None
+    recipe: str | None = None  # "lightbsr" | "kdsr" (training/recipes.py); None: the family's own
     seed: int = 0
     amp: str = "auto"
     device: str | None = None
@@ -148,6 +159,7 @@ class TrainConfig:
         "lr",
         "min_lr",
         "kd_l1_weight",
+        "recipe",
         "seed",
         "amp",
     )
@@ -155,6 +167,7 @@ class TrainConfig:
     def resolved(self, device: torch.device) -> TrainConfig:
         """A copy with defaults filled in and every value checked (raises ConfigError)."""
         c = dataclasses.replace(self)
+        kdsr_recipe = _kdsr_recipe_conflicts(c)
         if c.role not in ("teacher", "student"):
             raise ConfigError(f"role must be 'teacher' or 'student', got {c.role!r}")
         if c.arch not in ("lightbsr", "kdsr"):
@@ -228,10 +241,16 @@ class TrainConfig:
             raise ConfigError("--log-every must be >= 1")
         if c.stop_at is not None and not (0 < c.stop_at <= c.iterations or (c.time_budget and c.stop_at > 0)):
             raise ConfigError(f"--stop-at must be in [1, {c.iterations}], got {c.stop_at}")
+        if kdsr_recipe:  # the KDSR code's rates and stages (training/recipes.py), in the fields the logs show
+            c = dataclasses.replace(c, **_kdsr_values(c))
         return c
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(self.arch, self.role, self.scale, self.setting)  # type: ignore[arg-type]
+
+    @property
+    def training_recipe(self) -> Recipe:
+        return recipe(self.recipe or default_recipe(self.arch), self.arch)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,6 +272,44 @@ class TrainResult:
     #: training time of the run so far (seconds), and its budget if it has one
     elapsed: float = 0.0
     time_budget: float | None = None
+
+
+def _kdsr_recipe_conflicts(c: TrainConfig) -> bool:
+    """Fill ``c.recipe`` in; for KDSR's recipe, refuse the options it sets itself and default its length."""
+    if c.recipe is None:
+        c.recipe = default_recipe(c.arch)
+    recipe(c.recipe, c.arch)  # validates the name and the family
+    if c.recipe != "kdsr":
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    if c.iterations == defaults["iterations"] and c.time_budget is None:
+        c.iterations = KDSR_ITERATIONS
+    own = _kdsr_values(c)
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name, value in own.items()
+        if getattr(c, name) not in (defaults[name], value)  # a resumed run holds the recipe's own values
+    ]
+    if given:
+        raise ConfigError(
+            f"the KDSR recipe sets the learning rates and stages itself: drop {', '.join(given)} "
+            "(or train with --recipe lightbsr)"
+        )
+    return True
+
+
+def _kdsr_values(c: TrainConfig) -> dict[str, Any]:
+    """The schedule fields the KDSR recipe sets (shown in config.json and the logs: peak and lowest rate)."""
+    plan = kdsr_plan(c.role, c.setting)
+    values: dict[str, Any] = {
+        "lr": max(plan.lr, plan.stage1_lr),
+        "min_lr": plan.lr * 0.5 ** int((1 - plan.stage1) / plan.halve_every + 1e-9),
+    }
+    if c.time_budget is None:
+        values |= {"stage1_iterations": round(plan.stage1 * c.iterations), "warmup_iterations": 0}
+    else:
+        values["stage1_share"] = plan.stage1
+    return values
 
 
 # --------------------------------------------------------------------------- teachers
@@ -381,15 +438,25 @@ class Trainer:
             self.manifest, self.saved_model, self.saved_optimizer = run_state.read_state(folder)
             config = _merge_resumed(config, self.manifest["config"])
         self.config = config = config.resolved(device)
-        self.schedule: Schedule | ClockSchedule
+        self.schedule: Schedule | ClockSchedule | KDSRSchedule
+        kdsr = kdsr_plan(config.role, config.setting) if config.recipe == "kdsr" else None
         if config.time_budget is not None:
             assert config.stage1_share is not None
-            self.schedule = ClockSchedule(config.time_budget, config.stage1_share, config.lr, config.min_lr)
+            if kdsr is not None:
+                self.schedule = KDSRClockSchedule(
+                    config.time_budget, config.stage1_share, config.lr, config.min_lr, step_plan=kdsr
+                )
+            else:
+                self.schedule = ClockSchedule(config.time_budget, config.stage1_share, config.lr, config.min_lr)
             self.stop = config.stop_at or sys.maxsize
         else:
             assert config.stage1_iterations is not None and config.warmup_iterations is not None
-            self.schedule = Schedule(
-                config.iterations, config.stage1_iterations, config.warmup_iterations, config.lr, config.min_lr
+            self.schedule = (
+                KDSRSchedule(config.iterations, kdsr)
+                if kdsr is not None
+                else Schedule(
+                    config.iterations, config.stage1_iterations, config.warmup_iterations, config.lr, config.min_lr
+                )
             )
             self.stop = config.stop_at or config.iterations
         #: training time spent so far (seconds, all sessions of the run): the clock of a time budget
@@ -423,7 +490,7 @@ class Trainer:
         self.param_names = list(objective.trainable)
         params = dict(objective.model.named_parameters())
         self.optimizer = torch.optim.Adam(
-            [params[n] for n in self.param_names], lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS
+            [params[n] for n in self.param_names], lr=config.lr, betas=config.training_recipe.adam_betas, eps=ADAM_EPS
         )
         self.scaler = torch.amp.GradScaler(process.device.type, enabled=config.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
@@ -453,7 +520,7 @@ class Trainer:
             cast(torch.Tensor, model.pca_basis).copy_(kernel_pca())
             objective.init_key_encoder()
         if teacher is not None:
-            init_student_from_teacher(model, teacher)
+            init_student_from_teacher(model, teacher, estimator=config.training_recipe.student_estimator_from_teacher)
 
     def _build_data(self) -> None:
         config, process = self.config, self.process
@@ -544,6 +611,8 @@ class Trainer:
             generator = torch.Generator(device).manual_seed(
                 iteration_seed(config.seed, self.iteration, self.process.rank)
             )
+        if config.training_recipe.per_batch_degradation:
+            params = share_degradation(params)
         batch = synthesize(crops, params, config.setting, config.scale, device, generator)
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         module = self.ddp if self.ddp is not None else self.objective
@@ -771,6 +840,7 @@ def _merge_resumed(given: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
 
     A training field given with a non-default value that differs from the saved one is an error.
     """
+    saved = {"recipe": "lightbsr", **saved}  # runs saved before recipes existed trained with LightBSR's
     for name in ("role", "arch", "setting", "scale"):
         if getattr(given, name) != saved[name]:
             given_value = getattr(given, name)
