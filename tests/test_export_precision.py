@@ -170,12 +170,13 @@ def test_cli_quantize_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytes
 
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage" * 10)
-    for args in (
-        [str(corrupt), "--fp16"],
-        [str(tmp_path / "missing.onnx"), "--fp16"],
-        [str(corrupt), "--int8"],  # no --calib
+    for args, message in (
+        ([str(corrupt), "--fp16"], "corrupt.onnx: not a readable ONNX model"),
+        ([str(tmp_path / "missing.onnx"), "--fp16"], "missing.onnx: no such file"),
+        ([str(corrupt), "--int8"], "--int8 needs calibration images"),  # no --calib
     ):
         assert main(["quantize", *args, "-o", str(tmp_path / "o" / "q.onnx")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("lightbsr: error:"), err
+        assert message in err, err
     assert not (tmp_path / "o").exists()
