@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from lightbsr.errors import ConfigError, LightBSRError
 TEMPORARY_PREFIX = ".lbsr-"
 """Temporaries of :func:`atomic_output`: ``.lbsr-XXXXXXXX.partial`` + the output's suffix, short whatever the name."""
 _MAX_KEPT_SUFFIX = 16
-_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextlib.contextmanager
@@ -23,21 +21,27 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     An interrupted (SIGINT, and SIGTERM under the CLI) or failed write leaves neither a partial
-    file nor the temporary: the temporary is created with SIGINT/SIGTERM held back, so no signal
-    lands between its creation and the cleanup that removes it. Its name has a fixed length
-    (``.lbsr-XXXXXXXX.partial.png``), so any output name the file system takes works. It keeps
-    ``path``'s suffix (when short), so libraries that choose a format by extension (OpenCV, ONNX
-    external data) behave as they would on ``path``. An ``OSError`` about the temporary is
-    re-raised about ``path``, the name the user gave.
+    file nor the temporary. The temporary's name is chosen, and known to the cleanup, before the
+    file exists, so no signal can land between its creation and the cleanup that removes it.
+    Its name has a fixed length (``.lbsr-XXXXXXXX.partial.png``), so any output name the file
+    system takes works. It keeps ``path``'s suffix (when short), so libraries that choose a
+    format by extension (OpenCV, ONNX external data) behave as they would on ``path``. An
+    ``OSError`` about the temporary is re-raised about ``path``, the name the user gave.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = target.suffix if len(target.suffix) <= _MAX_KEPT_SUFFIX else ""
     tmp: Path | None = None
     try:
-        with _signals_held():
-            tmp = _new_temporary(target)
+        while True:
+            tmp = target.parent / f"{TEMPORARY_PREFIX}{secrets.token_hex(4)}.partial{suffix}"
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                break
+            except FileExistsError:
+                continue
         yield tmp
-        tmp.chmod(0o666 & ~_umask())  # mkstemp (and some writers) create 0600; give what open() would
+        tmp.chmod(0o666 & ~_umask())  # created 0600 (as some writers also do); give what open() would
         tmp.replace(target)
     except BaseException as err:
         if tmp is not None:
@@ -46,26 +50,6 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         if renamed is not None:
             raise renamed from err
         raise
-
-
-def _new_temporary(target: Path) -> Path:
-    suffix = target.suffix if len(target.suffix) <= _MAX_KEPT_SUFFIX else ""
-    fd, name = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=f".partial{suffix}", dir=target.parent)
-    os.close(fd)
-    return Path(name)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back (they are delivered when the block ends), where the platform can."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _about_target(err: BaseException, tmp: Path | None, target: Path) -> BaseException | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -277,9 +278,11 @@ def test_imresize_upscale_matches_separable_bicubic_by_hand() -> None:
     x = torch.tensor([5.0, 1.0, 7.0, 2.0, 9.0, 4.0, 8.0, 3.0], dtype=torch.float64)
     out = D.imresize(x.view(1, 1, 1, 8).expand(1, 1, 8, 8).contiguous(), 2.0)[0, 0, 0]
     # Output x = 8 (1-based): u = 8/2 + 0.5·(1 − 1/2) = 4.25 -> taps 3, 4, 5, 6.
-    w = D.cubic(torch.tensor([1.25, 0.25, 0.75, 1.75], dtype=torch.float64))
-    assert abs(float(w.sum()) - 1.0) < 1e-12
-    assert float(out[7]) == pytest.approx(float((w * x[2:6]).sum()), abs=1e-9)
+    # Keys (a = −0.5), written out: |d| ≤ 1: 1.5|d|³ − 2.5|d|² + 1; 1 < |d| ≤ 2: −0.5|d|³ + 2.5|d|² − 4|d| + 2
+    w = [-0.0703125, 0.8671875, 0.2265625, -0.0234375]
+    assert sum(w) == 1.0
+    assert float(out[7]) == pytest.approx(w[0] * 7 + w[1] * 2 + w[2] * 9 + w[3] * 4, abs=1e-9)  # x[2:6] = 7, 2, 9, 4
+    np.testing.assert_allclose(D.cubic(torch.tensor([1.25, 0.25, 0.75, 1.75], dtype=torch.float64)).numpy(), w)
 
 
 def test_imresize_dtype_and_batch() -> None:
