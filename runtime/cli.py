@@ -19,8 +19,11 @@ not recursive) is upscaled into OUT under the same name; unreadable files are sk
 with a warning and the command exits with status 2 at the end, saying how many failed.
 The output format follows OUT's extension (or --format for folders); 8/16-bit depth,
 grayscale and alpha are kept (alpha is resized with bicubic, not by the network) and
-EXIF orientation is applied. Outputs are written atomically: a failed or interrupted
-run leaves no partial file.
+EXIF orientation is applied. Animated or multi-page images are refused (as GIFs are).
+Outputs are written atomically: a failed or interrupted (Ctrl-C, SIGTERM) run leaves no
+partial file. Before any inference, the run is refused when two inputs would write one
+output, an output would replace an input, or an output is larger than its format stores
+(WebP: 16383 pixels a side, JPEG: 65500).
 
 Large images are cut into tiles. The degradation is estimated once per image and
 shared by all tiles (--no-shared-idr: per tile). --tiling exact (LightBSR on the torch

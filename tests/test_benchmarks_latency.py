@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,28 @@ def _broken_target() -> lat.Target:
         return run
 
     return lat.Target("broken", "test", "fp32", "cpu", prepare=prepare)
+
+
+def _dishonest_target(name: str, output: Callable[[np.ndarray], np.ndarray]) -> lat.Target:
+    def prepare() -> lat.Runner:
+        return output
+
+    return lat.Target(name, "test", "fp32", "cpu", prepare=prepare)
+
+
+def test_outputs_of_the_wrong_size_or_not_finite_fail_their_row(tiny: tuple[torch.nn.Module, Path]) -> None:
+    model, _ = tiny
+    with single_torch_thread():
+        targets = lat.torch_targets(model, "cpu", ["torch-fp32"])
+        targets += [
+            _dishonest_target("nan", lambda lr: np.full((*lr.shape[:2], 4 * lr.shape[2], 4 * lr.shape[3]), np.nan)),
+            _dishonest_target("x1", lambda lr: lr.copy()),
+        ]
+        rows = lat.measure(targets, [(8, 8)], [1], IMAGE, warmup=0, repeats=1, progress=False)
+    by = {r.target: r for r in rows}
+    assert by["torch-fp32"].status == "ok"
+    assert by["nan"].status == "failed" and "NaN or infinite" in by["nan"].reason
+    assert by["x1"].status == "failed" and "for a 1×3×8×8 input" in by["x1"].reason
 
 
 def test_measure_grid(tiny: tuple[torch.nn.Module, Path]) -> None:
