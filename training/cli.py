@@ -20,7 +20,10 @@ The schedule is counted in iterations of one global batch: --iterations (default
 "epochs" of ~1000 iterations) splits into stage 1 (--stage1-iterations, default iterations//7:
 estimator pre-training / distillation only) and stage 2 (whole network, linear warm-up over
 --warmup-iterations, default 5/600 of stage 2, then cosine 2e-4 → 1e-6). The KDSR teacher trains
-in one stage. Degradations are synthesised on the training device for every batch.
+in one stage. Degradations are synthesised on the training device for every batch. That is
+LightBSR's recipe; KDSR trains with its own by default (--recipe kdsr: Adam β2 0.999, 500 epochs,
+1e-4 halved every 125 epochs, stage 1 only for the setting-2 student, one degradation per batch;
+--recipe lightbsr for the above; both in training/README.md).
 
 Under a deadline, --time-budget 2h30m replaces the iteration counts: stage 1 takes --stage1-share
 of the time, the warm-up 5/600 of stage 2's time, and the cosine ends when the time does (the
