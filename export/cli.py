@@ -23,11 +23,15 @@ LightBSR, idr (N,64) for KDSR) and MODEL.restorer.onnx (lr + IDR → sr): the ru
 IDR once per image and reuses it for every tile. Exporting without --split removes stale split
 files of an earlier export to the same name. On any failure nothing is written.
 
---triton DIR writes a Triton Inference Server model repository: DIR/NAME_onnx (onnxruntime_onnx,
-1/model.onnx, the full graph) and DIR/NAME_trt (tensorrt_plan), each with a config.pbtxt naming the
-graph's inputs and outputs (batch dim left out, dynamic dims -1, max_batch_size, instance_group,
-dynamic_batching). No TensorRT plan is written: it must be built on the serving GPU with
-`lightbsr build DIR/NAME_onnx/1/model.onnx -o DIR/NAME_trt/1/model.plan` (DIR/NAME_trt/README.md)."""
+--triton DIR writes a Triton Inference Server model repository (and implies --split):
+DIR/NAME (python backend: 8-bit images (N, H, W, C) in and out, any size, tiled with one degradation
+estimate per image by lightbsr's runtime, which must be installed in the server's Python; request
+parameters tile, tile_overlap, precision), DIR/NAME_onnx (onnxruntime_onnx, 1/model.onnx, the full
+graph) and DIR/NAME_trt (tensorrt_plan), each with a config.pbtxt (max_batch_size, instance_group,
+dynamic_batching; the graph variants name the graph's inputs and outputs, batch dim left out, dynamic
+dims -1). No TensorRT plan is written: it must be built on the serving GPU with
+`lightbsr build DIR/NAME_onnx/1/model.onnx -o DIR/NAME_trt/1/model.plan` (DIR/NAME_trt/README.md).
+`lightbsr serve` runs such a model on a local Triton server (docs/deploy.md)."""
 
 QUANTIZE_HELP = """\
 Convert an FP32 lightbsr ONNX model (from `lightbsr export`) to lower precision. Split graphs
@@ -80,13 +84,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     triton = p.add_argument_group("Triton model repository (see above)")
     triton.add_argument("--triton", metavar="DIR", help="write a Triton model repository into DIR")
     triton.add_argument(
-        "--triton-name", default="lightbsr", metavar="NAME", help="model name prefix: NAME_onnx and NAME_trt"
+        "--triton-name", default="lightbsr", metavar="NAME", help="model names: NAME, NAME_onnx and NAME_trt"
     )
     triton.add_argument(
         "--triton-max-batch", type=int_range(0), default=4, metavar="N", help="max_batch_size (0: no batching)"
     )
     triton.add_argument("--triton-instances", type=int_range(1), default=1, metavar="N", help="instance_group count")
-    triton.add_argument("--triton-cpu", action="store_true", help="run the ONNX Runtime variant on CPU (KIND_CPU)")
+    triton.add_argument(
+        "--triton-cpu", action="store_true", help="run the ONNX Runtime and python variants on CPU (KIND_CPU)"
+    )
     p.add_argument(
         "--opset",
         type=int,
@@ -161,7 +167,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
         check_outputs([args.checkpoint], [args.output, *(split_paths(args.output) if args.split else ())])
     if args.triton is not None:  # before the export: a name clash must not cost an export
-        from lightbsr.export.triton import check_target
+        from lightbsr.triton import check_target
 
         check_target(
             args.triton,
@@ -174,7 +180,7 @@ def _run_export(args: argparse.Namespace) -> int:
         result = export_onnx(
             args.checkpoint,
             output,
-            split=args.split,
+            split=args.split or args.triton is not None,  # the python-backend model shares one estimate per image
             opset=args.opset,
             simplify=args.simplify,
             verify=args.verify,
@@ -182,7 +188,7 @@ def _run_export(args: argparse.Namespace) -> int:
         )
         summary = result.to_dict()
         if args.triton is not None:
-            from lightbsr.export.triton import write_triton_repository
+            from lightbsr.triton import write_triton_repository
 
             repository = write_triton_repository(
                 result.path,

@@ -47,6 +47,13 @@ META_PRECISION = "lightbsr.precision"  # "fp32" | "fp16" | "int8"
 META_SOURCE_SHA256 = "lightbsr.source_sha256"  # sha256 of the checkpoint it was exported from
 META_VERSION = "lightbsr.version"
 
+# The Triton python-backend model (written by ``lightbsr export --triton`` / ``lightbsr serve``, run by
+# lightbsr.runtime.triton_model): 8-bit images in and out, (N, H, W, C) with C = 1 (gray), 2 (gray + alpha),
+# 3 (RGB) or 4 (RGBA); the config parameter TRITON_MODEL_PARAMETER names the model file it runs.
+TRITON_IMAGE_INPUT = "image"
+TRITON_IMAGE_OUTPUT = "upscaled"
+TRITON_MODEL_PARAMETER = "model"
+
 
 def idr_names(family: str) -> tuple[str, ...]:
     """Names of the IDR tensors between the estimator and the restorer, in order."""

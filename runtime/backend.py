@@ -182,6 +182,12 @@ def choose_backend(name: str, model_path: str | os.PathLike[str]) -> str:
     return name
 
 
+def check_precision(precision: object) -> None:
+    """ConfigError unless ``precision`` is ``None`` or one of :data:`COMPUTE_PRECISIONS`."""
+    if precision is not None and precision not in COMPUTE_PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(COMPUTE_PRECISIONS)}")
+
+
 def load_backend(
     name: str,
     model_path: str | os.PathLike[str],
@@ -197,8 +203,7 @@ def load_backend(
     (image sizes, tiling); a backend that compiles for fixed sizes sizes itself from it.
     """
     name = choose_backend(name, model_path)
-    if precision is not None and precision not in COMPUTE_PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(COMPUTE_PRECISIONS)}")
+    check_precision(precision)
     path = Path(model_path)
     graphs = contract.resolve_graphs(path)
     if not path.exists() and not (name != "torch" and graphs.split):

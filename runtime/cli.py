@@ -154,6 +154,154 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     _add_video_arguments(p)
     p.set_defaults(func=run_upscale)
+    _register_serve(subparsers)
+
+
+SERVE_DESCRIPTION = """\
+Serve a model on a real Triton Inference Server (the one the nvidia-pytriton wheel ships; install
+it with pip install 'lightbsr[serve]', in an environment of its own: it pins numpy<2).
+
+The model runs in Triton's python backend as `lightbsr upscale` runs it: 8-bit images of any size in
+and out (input `image`, uint8 (N, H, W, C), C = 1, 2, 3 or 4; output `upscaled`), tiled where needed
+with one degradation estimate per image, on ONNX Runtime (a .onnx with its split graphs), TensorRT (an
+.engine) or torch (a .safetensors checkpoint). Requests may set the parameters tile, tile_overlap and
+precision. Triton adds dynamic batching, --instances model instances (processes), health endpoints
+(/v2/health/live, /v2/health/ready) and Prometheus metrics (/metrics).
+
+The repository is written to a temporary folder and removed at exit. The server listens on --address
+only (default: loopback); it runs until SIGINT (Ctrl-C) or SIGTERM, then finishes the requests in
+flight (up to --exit-timeout seconds) and exits with status 0. To serve from the NGC Triton container
+instead, write the repository with `lightbsr export CKPT --triton DIR` (docs/deploy.md).
+
+example (two terminals):
+  lightbsr serve -m model.onnx
+  python examples/triton_client.py examples/baby_lr.png baby_x4.png"""
+
+
+def _register_serve(subparsers: argparse._SubParsersAction) -> None:
+    from lightbsr.argparsing import add_command, float_range, int_range
+
+    p = add_command(subparsers, "serve", "serve a model on a local Triton Inference Server", SERVE_DESCRIPTION)
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        default=argparse.SUPPRESS,
+        help="model file: .onnx (split graphs beside it), .engine, .safetensors",
+    )
+    p.add_argument("--name", default="lightbsr", help="the model's name on the server")
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--http-port", type=int_range(1, 65535), default=8000, metavar="PORT", help="HTTP/REST port")
+    p.add_argument("--grpc-port", type=int_range(1, 65535), default=8001, metavar="PORT", help="gRPC port")
+    p.add_argument(
+        "--metrics-port", type=int_range(1, 65535), default=8002, metavar="PORT", help="Prometheus metrics port"
+    )
+    p.add_argument(
+        "--instances", type=int_range(1), default=1, metavar="N", help="model instances (processes) per device"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "gpu"),
+        help="instance kind: gpu (one group per GPU), cpu, or auto (gpu where Triton sees GPUs)",
+    )
+    p.add_argument(
+        "--max-batch", type=int_range(0), default=4, metavar="N", help="max_batch_size (0: no dynamic batching)"
+    )
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"), help="backend")
+    p.add_argument(
+        "--tile",
+        type=int_range(0),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="tile size in LR pixels; 0: never tile (default: from free memory)",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=int_range(0),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="tile overlap in LR pixels (default: 24, at most half the tile)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int_range(1),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="refuse images of more LR pixels than this (default: 2048×2048; the memory bound of one request)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int_range(1),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="threads per CPU instance (default: the CPUs shared out)",
+    )
+    p.add_argument(
+        "--exit-timeout", type=int_range(0), default=30, metavar="S", help="seconds to finish requests when stopped"
+    )
+    p.add_argument(
+        "--startup-timeout",
+        type=float_range(0, low_open=True),
+        default=300,
+        metavar="S",
+        help="seconds to wait for the server",
+    )
+    p.add_argument(
+        "--log",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="write the server's log to FILE (default: a temporary file)",
+    )
+    p.add_argument("--json", action="store_true", help="print the endpoints as one JSON line on stdout when ready")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from lightbsr.runtime.serve import ServerOptions, serve
+    from lightbsr.runtime.triton_model import ServeSettings
+
+    for name in ("tile", "tile_overlap", "threads", "max_pixels", "log"):  # unset: their default is in their help
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    settings = ServeSettings(
+        model=args.model,
+        backend=args.backend,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        threads=args.threads,
+        **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
+    )
+
+    def ready(endpoints: dict[str, str]) -> None:
+        if args.json:
+            print(json.dumps({"model": args.name, **endpoints}), flush=True)
+        print(
+            f"lightbsr: serving {args.model} as model {args.name!r}: HTTP {endpoints['http']}, "
+            f"gRPC {endpoints['grpc']}, metrics {endpoints['metrics']} (Ctrl-C or SIGTERM stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def starting() -> None:  # after the checks: a refused command prints its one error line only
+        print(f"lightbsr: starting the Triton server for {args.model} …", file=sys.stderr, flush=True)
+
+    options = ServerOptions(args.address, args.http_port, args.grpc_port, args.metrics_port, args.exit_timeout)
+    code = serve(  # its warnings (an instance died) are lightbsr's own: main() prints them as one line each
+        args.model,
+        name=args.name,
+        options=options,
+        instances=args.instances,
+        device=args.device,
+        max_batch_size=args.max_batch,
+        settings=settings.to_parameters(),
+        startup_timeout=args.startup_timeout,
+        log=Path(args.log) if args.log else None,
+        on_ready=ready,
+        on_start=starting,
+    )
+    print("lightbsr: the server finished its requests and stopped", file=sys.stderr)
+    return code
 
 
 def _add_video_arguments(p: argparse.ArgumentParser) -> None:

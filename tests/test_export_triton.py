@@ -16,8 +16,8 @@ import pytest
 
 from lightbsr import contract
 from lightbsr.cli import main
-from lightbsr.errors import ConfigError
-from lightbsr.export.triton import write_triton_repository
+from lightbsr.errors import ConfigError, ModelFileError
+from lightbsr.triton import write_python_model, write_triton_repository
 
 try:
     from tritonclient.grpc import model_config_pb2
@@ -54,7 +54,8 @@ def test_repository_configs_parse_with_the_triton_proto(tiny_export: tuple[Path,
     repo = write_triton_repository(onnx_path, tmp_path / "repo", max_batch_size=8, instances=2)
 
     onnx_dir, trt_dir = tmp_path / "repo" / "lightbsr_onnx", tmp_path / "repo" / "lightbsr_trt"
-    assert repo.models == {"lightbsr_onnx": onnx_dir, "lightbsr_trt": trt_dir}
+    python_dir = tmp_path / "repo" / "lightbsr"
+    assert repo.models == {"lightbsr": python_dir, "lightbsr_onnx": onnx_dir, "lightbsr_trt": trt_dir}
     expected_in = {contract.INPUT_LR: ("TYPE_FP32", [3, -1, -1])}
     expected_out = {contract.OUTPUT_SR: ("TYPE_FP32", [3, -1, -1])}
     for folder, platform in ((onnx_dir, "onnxruntime_onnx"), (trt_dir, "tensorrt_plan")):
@@ -76,6 +77,25 @@ def test_repository_configs_parse_with_the_triton_proto(tiny_export: tuple[Path,
     for name, dims in {**inputs, **outputs}.items():
         assert dims[0] == -1
         assert dims[1:] == {**expected_in, **expected_out}[name][1]
+
+    # The python-backend model: 8-bit images, the model file and its split graphs copied, named relative to 1/.
+    config = parse_config(python_dir / "config.pbtxt")
+    assert (config.name, config.backend, config.platform) == ("lightbsr", "python", "")
+    assert config.max_batch_size == 8 and config.HasField("dynamic_batching")
+    assert io_of(config) == (
+        {contract.TRITON_IMAGE_INPUT: ("TYPE_UINT8", [-1, -1, -1])},
+        {contract.TRITON_IMAGE_OUTPUT: ("TYPE_UINT8", [-1, -1, -1])},
+    )
+    assert {k: v.string_value for k, v in config.parameters.items()} == {contract.TRITON_MODEL_PARAMETER: "tiny.onnx"}
+    assert sorted(p.name for p in (python_dir / "1").iterdir()) == [
+        "model.py",
+        "tiny.estimator.onnx",
+        "tiny.onnx",
+        "tiny.restorer.onnx",
+    ]
+    for name in ("tiny.onnx", "tiny.estimator.onnx", "tiny.restorer.onnx"):
+        assert (python_dir / "1" / name).read_bytes() == (onnx_path.parent / name).read_bytes()
+    assert "from lightbsr.runtime.triton_model import TritonPythonModel" in (python_dir / "1" / "model.py").read_text()
 
     # No fake plan: the TensorRT version folder is left to `lightbsr build`, which the README spells out.
     assert not (trt_dir / "1").exists()
@@ -100,14 +120,40 @@ def test_onnx_variant_runs_a_batch_as_configured(tiny_export: tuple[Path, object
     assert sr.shape == (2, 3, 36, 28)
 
 
-def test_existing_model_folder_is_refused_and_left_alone(tiny_export: tuple[Path, object], tmp_path: Path) -> None:
+@pytest.mark.parametrize("existing", ["lightbsr", "lightbsr_trt"])
+def test_existing_model_folder_is_refused_and_left_alone(
+    tiny_export: tuple[Path, object], tmp_path: Path, existing: str
+) -> None:
     onnx_path, _ = tiny_export
-    (tmp_path / "lightbsr_trt").mkdir()
-    (tmp_path / "lightbsr_trt" / "keep").write_text("mine")
+    (tmp_path / existing).mkdir()
+    (tmp_path / existing / "keep").write_text("mine")
     with pytest.raises(ConfigError, match="already exists"):
         write_triton_repository(onnx_path, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lightbsr_trt"]
-    assert (tmp_path / "lightbsr_trt" / "keep").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing]
+    assert (tmp_path / existing / "keep").read_text() == "mine"
+
+
+def test_python_model_for_serve_names_the_model_in_place(tiny_export: tuple[Path, object], tmp_path: Path) -> None:
+    """Without copy (lightbsr serve's temporary repository) the config names the model by its absolute path."""
+    onnx_path, _ = tiny_export
+    folder = write_python_model(
+        onnx_path, tmp_path, name="sr", copy=False, kind="KIND_CPU", instances=3, parameters={"tile": "64", "x": 'a"b'}
+    )
+    config = parse_config(folder / "config.pbtxt")
+    assert {k: v.string_value for k, v in config.parameters.items()} == {
+        "tile": "64",
+        "x": 'a"b',  # quoted for the text format
+        contract.TRITON_MODEL_PARAMETER: str(onnx_path.resolve()),
+    }
+    assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group] == [
+        (3, "KIND_CPU")
+    ]
+    assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.py"]
+    with pytest.raises(ModelFileError, match="no such model file"):
+        write_python_model(tmp_path / "missing.onnx", tmp_path / "other")
+    with pytest.raises(ConfigError, match="instance kind"):
+        write_python_model(onnx_path, tmp_path / "other", kind="KIND_TPU")
+    assert not (tmp_path / "other" / "lightbsr").exists()
 
 
 def test_cli_export_triton(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,6 +170,14 @@ def test_cli_export_triton(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert summary["outputs"] == [{"name": "sr", "data_type": "TYPE_FP32", "dims": [3, -1, -1]}]
     config = parse_config(repo / "lightbsr_trt" / "config.pbtxt")
     assert io_of(config)[0] == {"lr": ("TYPE_FP32", [3, -1, -1])}
+    # --triton implies --split: the python-backend model gets the split graphs for its shared estimate.
+    assert summary["python_model"] == "lightbsr"
+    assert sorted(p.name for p in (repo / "lightbsr" / "1").iterdir()) == [
+        "model.estimator.onnx",
+        "model.onnx",
+        "model.py",
+        "model.restorer.onnx",
+    ]
     assert onnx.load(str(repo / "lightbsr_onnx" / "1" / "model.onnx")).metadata_props  # the exported graph itself
 
     # The same target again: refused before exporting, one line, exit 2.

@@ -377,6 +377,13 @@ CASES: dict[str, Case] = {
         _arguments("export", "{}/m.safetensors", "--triton", "{}/t", "--triton-max-batch", "-1"), "≥ 0"
     ),
     "build workspace 0": Case(_arguments("build", "{}/m.onnx", "--workspace", "0"), "≥ 1"),
+    "serve instances 0": Case(_arguments("serve", "-m", "{}/m.onnx", "--instances", "0"), "≥ 1"),
+    "serve port 70000": Case(_arguments("serve", "-m", "{}/m.onnx", "--http-port", "70000"), "in [1, 65535]"),
+    "serve startup-timeout nan": Case(_arguments("serve", "-m", "{}/m.onnx", "--startup-timeout", "nan"), "finite"),
+    "serve one port twice": Case(
+        _arguments("serve", "-m", "{}/m.onnx", "--http-port", "9000", "--grpc-port", "9000"), "must differ"
+    ),
+    "serve missing model": Case(_arguments("serve", "-m", "{}/none.onnx"), "no such model file"),
     # 4. atomic writes -------------------------------------------------------------------------------
     "250-byte output name": Case(
         _upscale_input(lambda d: write_image(d / "in.png", image((6, 5, 3))), LONG),

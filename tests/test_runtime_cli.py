@@ -149,12 +149,22 @@ def test_wrong_model_files_exit_2(name: str, tmp_path: Path, capsys: pytest.Capt
     assert not (tmp_path / "out.png").exists()
 
 
-def test_without_a_model_the_missing_bundled_default_is_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_without_a_model_the_bundled_default_upscales(tmp_path: Path) -> None:
+    write_image(tmp_path / "in.png", random_image((6, 5, 3)))
+    assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.png") == 0
+    assert read_image(tmp_path / "out.png").shape == (24, 20, 3)
+
+
+def test_a_build_without_the_bundled_weights_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import lightbsr.weights
+
+    monkeypatch.setattr(lightbsr.weights, "WEIGHTS_DIR", tmp_path / "no-weights")
     write_image(tmp_path / "in.png", random_image((4, 4, 3)))
     assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.png") == 2
     assert "no bundled" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out.png").exists()
 
 
 # --------------------------------------------------------------------------- options and outputs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -341,7 +342,12 @@ def test_model_file_and_backend_must_match(tmp_path: Any) -> None:
         Upscaler(tmp_path / "missing.safetensors")
 
 
-def test_no_model_means_the_bundled_default_which_is_not_there_yet() -> None:
+def test_no_model_means_the_bundled_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import lightbsr.weights
+
+    upscaler = Upscaler(None, backend="torch", tile=0)
+    assert upscaler.scale == 4 and upscaler.family == "lightbsr"
+    monkeypatch.setattr(lightbsr.weights, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(ConfigError, match="no bundled"):
         Upscaler(None)
 

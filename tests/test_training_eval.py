@@ -116,7 +116,7 @@ def test_onnx_models_run_in_onnx_runtime(tmp_path: Path, capsys: pytest.CaptureF
     ("model", "extra", "message"),
     [
         ("missing.safetensors", [], "no such model file"),
-        ("default", [], "no bundled setting-1 model"),
+        ("default", ["--setting", "2"], "no bundled setting-2 model"),
         ("bicubic", ["--setting", "2"], "setting 2"),
         ("bicubic", ["--sigma", "-1"], "sigma"),
     ],

@@ -44,6 +44,7 @@ class RunSummary:
     iterations: int
     elapsed_s: float | None
     images: int | None
+    teacher: str | None = None
     sessions: list[dict[str, Any]] = field(default_factory=list)
     log: list[dict[str, str]] = field(default_factory=list)
     val: list[tuple[int, float]] = field(default_factory=list)
@@ -91,14 +92,15 @@ def summarize_run(run: str | os.PathLike[str]) -> RunSummary:
     val = [(int(r["iteration"]), float(r["psnr"])) for r in _read_csv(path / "val.csv")]
     folder = latest_state_dir(path)
     manifest = read_manifest(folder) if folder is not None else {}
-    iterations = int(manifest.get("iteration", log[-1]["iteration"] if log else 0))
+    iterations = max(int(manifest.get("iteration", 0)), int(log[-1]["iteration"]) if log else 0)
     elapsed = manifest.get("elapsed")
     if elapsed is None and log and log[-1].get("elapsed_s"):
         elapsed = float(log[-1]["elapsed_s"])
     images = len(manifest["data"]["images"]) if manifest.get("data") else None
     sessions_file = path / "sessions.json"
     sessions = json.loads(sessions_file.read_text()) if sessions_file.is_file() else []
-    return RunSummary(path, config, iterations, elapsed, images, sessions, log, val)
+    teacher = (manifest.get("teacher") or {}).get("source")
+    return RunSummary(path, config, iterations, elapsed, images, teacher, sessions, log, val)
 
 
 def write_weights(student_run: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -160,11 +162,15 @@ def _run_lines(summary: RunSummary) -> list[str]:
         f"{_duration(summary.elapsed_s)} of training time"
         + (f" (time budget {_duration(c['time_budget'])})" if c.get("time_budget") else ""),
         f"- batch {c['batch_size']} images × {c.get('crops') or 1} crop(s), LR patch {c['patch_size']}, "
-        f"lr {c['lr']} → {c['min_lr']} (cosine), amp {c.get('amp')}"
+        f"lr {c['lr']}"
+        + (f" → {c['min_lr']} (cosine)" if 2 in stages else " (stage 1: constant)")
+        + f", amp {c.get('amp')}"
         + (f", {speed:.2f} img/s on average" if speed else ""),
     ]
     if c.get("init"):
         lines.append(f"- started from the weights of `{c['init']}` (`--init`)")
+    if summary.teacher:
+        lines.append(f"- teacher: `{summary.teacher}`")
     if summary.val:
         points = ", ".join(f"{i}: {p:.2f}" for i, p in summary.val)
         lines.append(f"- validation Y-PSNR by iteration (dB): {points}")

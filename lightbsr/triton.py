@@ -1,7 +1,11 @@
-"""A Triton Inference Server model repository for a lightbsr ONNX model (``lightbsr export --triton DIR``).
+"""A Triton Inference Server model repository of a lightbsr model (``lightbsr export --triton``, ``lightbsr serve``).
 
 Layout (``NAME`` defaults to ``lightbsr``)::
 
+    DIR/NAME/config.pbtxt              backend python: 8-bit images in and out, tiled, shared degradation estimate
+    DIR/NAME/1/model.py                imports lightbsr.runtime.triton_model (lightbsr must be installed in the
+                                       server's Python), which runs lightbsr.runtime.Upscaler
+    DIR/NAME/1/MODEL.onnx              the full graph and its split graphs (MODEL.estimator.onnx, MODEL.restorer.onnx)
     DIR/NAME_onnx/config.pbtxt         platform onnxruntime_onnx
     DIR/NAME_onnx/1/model.onnx         the full graph (lr → sr)
     DIR/NAME_trt/config.pbtxt          platform tensorrt_plan
@@ -9,10 +13,14 @@ Layout (``NAME`` defaults to ``lightbsr``)::
     DIR/NAME_trt/1/model.plan          NOT written: a TensorRT plan is built on the serving GPU with
                                        ``lightbsr build DIR/NAME_onnx/1/model.onnx -o DIR/NAME_trt/1/model.plan``
 
-Both configurations name the graph's own inputs and outputs, with their types and dims as the ONNX
-declares them (batch dim left out, ``max_batch_size`` set; dynamic dims ``-1``), so the two variants
-are interchangeable for clients. Tiling with a shared degradation estimate is the client's job (the
-Python or C++ runtime); the served model takes whole images within the engine's shape profile.
+The python-backend model ``NAME`` takes ``uint8`` images ``(N, H, W, C)`` (input ``image``, output
+``upscaled``, :mod:`lightbsr.contract`) of any size: it tiles them with one degradation estimate per image,
+as ``lightbsr upscale`` does, on ONNX Runtime (or TensorRT, torch: whatever the model file is) on the
+instance's device; request parameters ``tile``, ``tile_overlap`` and ``precision`` override the defaults.
+The ``onnxruntime_onnx`` and ``tensorrt_plan`` variants name the graph's own inputs and outputs, with their
+types and dims as the ONNX declares them (batch dim left out, ``max_batch_size`` set; dynamic dims ``-1``),
+so they are interchangeable for clients; they take whole float images within the engine's shape profile,
+and tiling with a shared degradation estimate is then the client's job (the Python or C++ runtime).
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
+from lightbsr import contract
 from lightbsr.errors import ConfigError, ModelFileError
 
 __all__ = [
@@ -33,11 +43,21 @@ __all__ = [
     "check_target",
     "model_config",
     "tensor_specs",
+    "write_python_model",
     "write_triton_repository",
 ]
 
 ONNX_PLATFORM = "onnxruntime_onnx"
 TRT_PLATFORM = "tensorrt_plan"
+PYTHON_BACKEND = "python"
+"""Not a platform: the python-backend model's config says ``backend: "python"``."""
+KINDS = ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
+PYTHON_MODEL_SOURCE = '''"""lightbsr's Triton python-backend model (the code is in the lightbsr package)."""
+
+from lightbsr.runtime.triton_model import TritonPythonModel
+
+__all__ = ["TritonPythonModel"]
+'''
 DEFAULT_MAX_BATCH = 4
 """Matches the default max profile of ``lightbsr build`` (4x3x512x512)."""
 
@@ -70,6 +90,8 @@ class TritonRepository:
     """The ONNX model in the repository (the input of ``lightbsr build``)."""
     plan_path: Path | None = None
     """Where the TensorRT plan must be built (not written here)."""
+    python_model: str | None = None
+    """Name of the python-backend model (8-bit images, tiled)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -79,6 +101,7 @@ class TritonRepository:
             "outputs": [spec.__dict__ for spec in self.outputs],
             "onnx_path": str(self.onnx_path) if self.onnx_path else None,
             "plan_path": str(self.plan_path) if self.plan_path else None,
+            "python_model": self.python_model,
         }
 
 
@@ -109,8 +132,13 @@ def model_config(
     instances: int = 1,
     kind: str = "KIND_GPU",
     dynamic_batching: bool = True,
+    parameters: Mapping[str, str] | None = None,
 ) -> str:
-    """A ``config.pbtxt`` (protobuf text format of Triton's ``ModelConfig``)."""
+    """A ``config.pbtxt`` (protobuf text format of Triton's ``ModelConfig``).
+
+    ``platform`` is :data:`ONNX_PLATFORM`, :data:`TRT_PLATFORM` or :data:`PYTHON_BACKEND` (written as
+    ``backend: "python"``); ``parameters`` become the config's string ``parameters``.
+    """
 
     def tensors(field_name: str, specs: list[TensorSpec]) -> list[str]:
         lines = [f"{field_name} ["]
@@ -120,9 +148,11 @@ def model_config(
             lines.append(f'  {{ name: "{spec.name}" data_type: {spec.data_type} dims: [ {dims} ] }}{comma}')
         return [*lines, "]"]
 
+    if kind not in KINDS:
+        raise ConfigError(f"unknown instance kind {kind!r}; choose from {', '.join(KINDS)}")
     lines = [
         f'name: "{name}"',
-        f'platform: "{platform}"',
+        f'backend: "{PYTHON_BACKEND}"' if platform == PYTHON_BACKEND else f'platform: "{platform}"',
         f"max_batch_size: {max_batch_size}",
         *tensors("input", inputs),
         *tensors("output", outputs),
@@ -130,13 +160,118 @@ def model_config(
     ]
     if dynamic_batching and max_batch_size > 0:
         lines.append("dynamic_batching { }  # batches requests of the same image size")
+    for key, value in (parameters or {}).items():
+        lines.append(f"parameters {{ key: {_quote(key)} value: {{ string_value: {_quote(value)} }} }}")
     return "\n".join(lines) + "\n"
 
 
-def check_target(
-    directory: str | os.PathLike[str], *, name: str = "lightbsr", max_batch_size: int = 0, instances: int = 1
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal."""
+    if any(ord(ch) < 32 for ch in text):
+        raise ConfigError(f"a Triton config parameter cannot hold control characters: {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+IMAGE_INPUTS = [TensorSpec(contract.TRITON_IMAGE_INPUT, "TYPE_UINT8", (-1, -1, -1))]
+IMAGE_OUTPUTS = [TensorSpec(contract.TRITON_IMAGE_OUTPUT, "TYPE_UINT8", (-1, -1, -1))]
+
+
+def model_files(model: str | os.PathLike[str]) -> list[Path]:
+    """The files a model is made of: the given file and, for an ONNX model, its split graphs when they exist."""
+    model = Path(model)
+    if not model.is_file():
+        raise ModelFileError(f"{model}: no such model file")
+    return [model, *(p for p in contract.split_paths(model) if model.suffix == ".onnx" and p.is_file())]
+
+
+def write_python_model(
+    model: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    name: str = "lightbsr",
+    copy: bool = True,
+    max_batch_size: int = DEFAULT_MAX_BATCH,
+    instances: int = 1,
+    kind: str = "KIND_GPU",
+    dynamic_batching: bool = True,
+    parameters: Mapping[str, str] | None = None,
+) -> Path:
+    """Write the python-backend model ``directory/name`` (config.pbtxt, 1/model.py) that serves ``model``.
+
+    With ``copy`` the model's files (:func:`model_files`) go into the version folder and the config names
+    them relative to it (a self-contained repository); without, the config names ``model`` by its absolute
+    path (``lightbsr serve``'s temporary repository). ``parameters`` are further settings of
+    :class:`lightbsr.runtime.triton_model.ServeSettings`. ``directory/name`` must not exist; it is assembled
+    beside it and moved in only when complete. Returns the model folder.
+    """
+    check_target(directory, name=name, max_batch_size=max_batch_size, instances=instances, variants=("",))
+    directory = Path(directory)
+    files = model_files(model)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+    try:
+        _stage_python_model(
+            staging,
+            name,
+            files,
+            copy=copy,
+            max_batch_size=max_batch_size,
+            instances=instances,
+            kind=kind,
+            dynamic_batching=dynamic_batching,
+            parameters=parameters,
+        )
+        (staging / name).replace(directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory / name
+
+
+def _stage_python_model(
+    staging: Path,
+    name: str,
+    files: list[Path],
+    *,
+    copy: bool,
+    max_batch_size: int,
+    instances: int,
+    kind: str,
+    dynamic_batching: bool,
+    parameters: Mapping[str, str] | None,
 ) -> None:
-    """Raise ConfigError for bad options, or if ``directory`` already holds ``NAME_onnx`` or ``NAME_trt``."""
+    version = staging / name / "1"
+    version.mkdir(parents=True)
+    if copy:
+        for source in files:
+            shutil.copyfile(source, version / source.name)
+    settings = {
+        **(parameters or {}),
+        contract.TRITON_MODEL_PARAMETER: files[0].name if copy else str(files[0].resolve()),
+    }
+    (version / "model.py").write_text(PYTHON_MODEL_SOURCE)
+    config = model_config(
+        name,
+        PYTHON_BACKEND,
+        IMAGE_INPUTS,
+        IMAGE_OUTPUTS,
+        max_batch_size=max_batch_size,
+        instances=instances,
+        kind=kind,
+        dynamic_batching=dynamic_batching,
+        parameters=settings,
+    )
+    (staging / name / "config.pbtxt").write_text(config)
+
+
+def check_target(
+    directory: str | os.PathLike[str],
+    *,
+    name: str = "lightbsr",
+    max_batch_size: int = 0,
+    instances: int = 1,
+    variants: tuple[str, ...] = ("", "_onnx", "_trt"),
+) -> None:
+    """Raise ConfigError for bad options, or if ``directory`` already holds a model ``NAME + variant``."""
     if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
         raise ConfigError(f"bad Triton model name {name!r}: use letters, digits, '_' and '-'")
     if max_batch_size < 0:
@@ -146,7 +281,7 @@ def check_target(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory} is not a folder")
-    for model_name in (f"{name}_onnx", f"{name}_trt"):
+    for model_name in (name + variant for variant in variants):
         if (directory / model_name).exists():
             raise ConfigError(f"{directory / model_name} already exists; remove it or choose another --triton-name")
 
@@ -163,8 +298,10 @@ def write_triton_repository(
 ) -> TritonRepository:
     """Write the Triton repository for ``onnx_path`` (a full graph) into ``directory``.
 
-    The model folders ``NAME_onnx`` and ``NAME_trt`` must not exist yet (other models already in
-    ``directory`` are left alone); they are assembled beside it and moved in only when complete.
+    The model folders ``NAME``, ``NAME_onnx`` and ``NAME_trt`` must not exist yet (other models already in
+    ``directory`` are left alone); they are assembled beside it and moved in only when complete. The
+    python-backend model ``NAME`` gets ``onnx_path`` and its split graphs, when they exist beside it (without
+    them it still tiles, but estimates the degradation per tile).
 
     Raises:
         ConfigError: bad options, or the model folders already exist. ModelFileError: unreadable ONNX,
@@ -200,26 +337,40 @@ def write_triton_repository(
                 dynamic_batching=dynamic_batching,
             )
             (staging / model_name / "config.pbtxt").write_text(config)
-        (staging / trt_name / "README.md").write_text(_readme(onnx_name, trt_name, inputs, max_batch_size))
-        for model_name in (onnx_name, trt_name):
+        (staging / trt_name / "README.md").write_text(_readme(name, onnx_name, trt_name, inputs, max_batch_size))
+        _stage_python_model(
+            staging,
+            name,
+            model_files(onnx_path),
+            copy=True,
+            max_batch_size=max_batch_size,
+            instances=instances,
+            kind="KIND_CPU" if onnx_on_cpu else "KIND_GPU",
+            dynamic_batching=dynamic_batching,
+            parameters=None,
+        )
+        for model_name in (name, onnx_name, trt_name):
             (staging / model_name).replace(directory / model_name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return TritonRepository(
         directory=directory,
-        models={onnx_name: directory / onnx_name, trt_name: directory / trt_name},
+        models={name: directory / name, onnx_name: directory / onnx_name, trt_name: directory / trt_name},
         inputs=inputs,
         outputs=outputs,
         onnx_path=directory / onnx_name / "1" / "model.onnx",
         plan_path=directory / trt_name / "1" / "model.plan",
+        python_model=name,
     )
 
 
-def _readme(onnx_name: str, trt_name: str, inputs: list[TensorSpec], max_batch: int) -> str:
+def _readme(name: str, onnx_name: str, trt_name: str, inputs: list[TensorSpec], max_batch: int) -> str:
     lr = inputs[0]
     batch = max(max_batch, 1)
     return f"""# TensorRT variant of a lightbsr Triton model repository
 
+- `{name}`: the python backend running lightbsr's tiled runtime (8-bit images in and out, any size).
+  Ready to serve where lightbsr is installed in the server's Python (see lightbsr's docs/deploy.md).
 - `{onnx_name}`: ONNX Runtime (`onnxruntime_onnx`), `{onnx_name}/1/model.onnx`. Ready to serve.
 - `{trt_name}`: TensorRT (`tensorrt_plan`). **No plan is shipped**: a TensorRT engine only runs on the
   GPU model and TensorRT version it was built with, so build it on the serving machine, with the
@@ -232,9 +383,9 @@ def _readme(onnx_name: str, trt_name: str, inputs: list[TensorSpec], max_batch: 
 
   (`model.plan.json` beside it is lightbsr's sidecar and is ignored by Triton).
 
-Until the plan exists, load only the ONNX model:
+Until the plan exists, load the other two:
 
-    tritonserver --model-repository=$PWD --model-control-mode=explicit --load-model={onnx_name}
+    tritonserver --model-repository=$PWD --model-control-mode=explicit --load-model={name} --load-model={onnx_name}
 
 and with it, everything: `tritonserver --model-repository=$PWD`.
 
@@ -243,5 +394,5 @@ Inputs and outputs (batch dim first, up to {max_batch}; -1: any size):
 
 `{lr.name}` is RGB in [0, 1], NCHW; the output is unclamped. Requests are whole images within the
 engine's shape profile: tile larger images on the client (`lightbsr upscale` / the C++ `lightbsr-trt`
-do this with a shared degradation estimate).
+do this with a shared degradation estimate), or serve `{name}`, which does it on the server.
 """
