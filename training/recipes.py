@@ -27,7 +27,9 @@ An "epoch" is 1000 iterations (both codes' ``test_every``); a shorter ``--iterat
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -41,8 +43,10 @@ __all__ = [
     "KDSRSchedule",
     "Recipe",
     "StepPlan",
+    "apply_recipe",
     "default_recipe",
     "kdsr_plan",
+    "kdsr_values",
     "recipe",
     "share_degradation",
 ]
@@ -149,3 +153,45 @@ class KDSRClockSchedule(ClockSchedule):
 def share_degradation(params: torch.Tensor) -> torch.Tensor:
     """``(B, n)`` per-sample degradation parameters → the first sample's for every sample (one per batch)."""
     return params[:1].expand_as(params).contiguous()
+
+
+def apply_recipe(c: Any) -> bool:
+    """Fill a :class:`~lightbsr.training.trainer.TrainConfig`'s ``recipe`` in; True for KDSR's recipe.
+
+    For KDSR's recipe, refuse the options it sets itself (ConfigError) and default the run's length
+    to its 500 epochs. ``c`` is changed in place (the trainer calls this on its own copy).
+    """
+    if c.recipe is None:
+        c.recipe = default_recipe(c.arch)
+    recipe(c.recipe, c.arch)  # validates the name and the family
+    if c.recipe != "kdsr":
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(c)}
+    if c.iterations == defaults["iterations"] and c.time_budget is None:
+        c.iterations = KDSR_ITERATIONS
+    own = kdsr_values(c)
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name, value in own.items()
+        if getattr(c, name) not in (defaults[name], value)  # a resumed run holds the recipe's own values
+    ]
+    if given:
+        raise ConfigError(
+            f"the KDSR recipe sets the learning rates and stages itself: drop {', '.join(given)} "
+            "(or train with --recipe lightbsr)"
+        )
+    return True
+
+
+def kdsr_values(c: Any) -> dict[str, Any]:
+    """The schedule fields of a TrainConfig that KDSR's recipe sets (shown in config.json and the logs)."""
+    plan = kdsr_plan(c.role, c.setting)
+    values: dict[str, Any] = {
+        "lr": max(plan.lr, plan.stage1_lr),
+        "min_lr": plan.lr * 0.5 ** int((1 - plan.stage1) / plan.halve_every + 1e-9),
+    }
+    if c.time_budget is None:
+        values |= {"stage1_iterations": round(plan.stage1 * c.iterations), "warmup_iterations": 0}
+    else:
+        values["stage1_share"] = plan.stage1
+    return values

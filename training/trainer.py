@@ -72,12 +72,13 @@ from .objectives import (
 )
 from .process import StopRequest, iteration_seed, seed_everything, setup_process
 from .recipes import (
-    KDSR_ITERATIONS,
     KDSRClockSchedule,
     KDSRSchedule,
     Recipe,
+    apply_recipe,
     default_recipe,
     kdsr_plan,
+    kdsr_values,
     recipe,
     share_degradation,
 )
@@ -167,7 +168,7 @@ class TrainConfig:
     def resolved(self, device: torch.device) -> TrainConfig:
         """A copy with defaults filled in and every value checked (raises ConfigError)."""
         c = dataclasses.replace(self)
-        kdsr_recipe = _kdsr_recipe_conflicts(c)
+        kdsr_recipe = apply_recipe(c)
         if c.role not in ("teacher", "student"):
             raise ConfigError(f"role must be 'teacher' or 'student', got {c.role!r}")
         if c.arch not in ("lightbsr", "kdsr"):
@@ -242,7 +243,7 @@ class TrainConfig:
         if c.stop_at is not None and not (0 < c.stop_at <= c.iterations or (c.time_budget and c.stop_at > 0)):
             raise ConfigError(f"--stop-at must be in [1, {c.iterations}], got {c.stop_at}")
         if kdsr_recipe:  # the KDSR code's rates and stages (training/recipes.py), in the fields the logs show
-            c = dataclasses.replace(c, **_kdsr_values(c))
+            c = dataclasses.replace(c, **kdsr_values(c))
         return c
 
     def model_config(self) -> ModelConfig:
@@ -272,44 +273,6 @@ class TrainResult:
     #: training time of the run so far (seconds), and its budget if it has one
     elapsed: float = 0.0
     time_budget: float | None = None
-
-
-def _kdsr_recipe_conflicts(c: TrainConfig) -> bool:
-    """Fill ``c.recipe`` in; for KDSR's recipe, refuse the options it sets itself and default its length."""
-    if c.recipe is None:
-        c.recipe = default_recipe(c.arch)
-    recipe(c.recipe, c.arch)  # validates the name and the family
-    if c.recipe != "kdsr":
-        return False
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    if c.iterations == defaults["iterations"] and c.time_budget is None:
-        c.iterations = KDSR_ITERATIONS
-    own = _kdsr_values(c)
-    given = [
-        f"--{name.replace('_', '-')}"
-        for name, value in own.items()
-        if getattr(c, name) not in (defaults[name], value)  # a resumed run holds the recipe's own values
-    ]
-    if given:
-        raise ConfigError(
-            f"the KDSR recipe sets the learning rates and stages itself: drop {', '.join(given)} "
-            "(or train with --recipe lightbsr)"
-        )
-    return True
-
-
-def _kdsr_values(c: TrainConfig) -> dict[str, Any]:
-    """The schedule fields the KDSR recipe sets (shown in config.json and the logs: peak and lowest rate)."""
-    plan = kdsr_plan(c.role, c.setting)
-    values: dict[str, Any] = {
-        "lr": max(plan.lr, plan.stage1_lr),
-        "min_lr": plan.lr * 0.5 ** int((1 - plan.stage1) / plan.halve_every + 1e-9),
-    }
-    if c.time_budget is None:
-        values |= {"stage1_iterations": round(plan.stage1 * c.iterations), "warmup_iterations": 0}
-    else:
-        values["stage1_share"] = plan.stage1
-    return values
 
 
 # --------------------------------------------------------------------------- teachers
