@@ -143,8 +143,13 @@ def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
             size = _png_ihdr_size(path)
             if size is not None and 0 in size:
                 raise InputImageError(f"{path}: image has no pixels ({size[0]}×{size[1]})") from err
-            kind = "a PNG file with a corrupt header" if size is not None else "an image file (or of an unknown format)"
-            raise InputImageError(f"{path}: not {kind}") from err
+            declared = _declared_format(path)
+            if declared is not None:  # the magic of a format we read, a header Pillow cannot: say so, not "no image"
+                raise InputImageError(
+                    f"{path}: a {declared} file whose header cannot be read (corrupt, or a sample type or layout "
+                    "lightbsr does not support: 8- and 16-bit gray, gray + alpha, RGB, RGBA, CMYK)"
+                ) from err
+            raise InputImageError(f"{path}: not an image file (or of an unknown format)") from err
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
             raise InputImageError(f"{path}: unreadable image header ({first_line(err)})") from err
         finally:
@@ -163,6 +168,26 @@ def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
             f"{path}: {width}×{height} = {width * height} pixels is over the limit of {max_pixels} (--max-pixels)"
         )
     return ImageHeader(width, height, READ_FORMATS[fmt], mode, orientation, frames)
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def _declared_format(path: Path) -> str | None:
+    """The format (of those read here) that ``path``'s first bytes announce, or ``None``."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
 def _png_ihdr_size(path: Path) -> tuple[int, int] | None:

@@ -301,6 +301,21 @@ CASES: dict[str, Case] = {
     # 2. library errors leaking --------------------------------------------------------------------
     "png CRC error": Case(_upscale_input(lambda d: crc_broken_png(d / "crc.png")), "corrupt or truncated"),
     "truncated tiff": Case(_upscale_input(lambda d: truncated_tiff(d / "t.tif")), "t.tif"),
+    "float tiff": Case(
+        _upscale_input(lambda d: (cv2.imwrite(str(d / "f.tif"), np.ones((6, 5, 3), np.float32)), d / "f.tif")[1]),
+        "a TIFF file whose header cannot be read",
+    ),
+    "jpeg magic, no header": Case(
+        _upscale_input(lambda d: (d / "j.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(50)) and d / "j.jpg"),
+        "a JPEG file whose header cannot be read",
+    ),
+    "eval float tiff in dataset": Case(
+        _eval(
+            lambda d: "bicubic",
+            lambda d: dataset(d / "data", lambda f: cv2.imwrite(str(f / "f.tif"), np.ones((6, 5, 3), np.float32))),
+        ),
+        "a TIFF file whose header cannot be read",
+    ),
     "pickle with code": Case(
         lambda d: (
             torch.save({"state_dict": student_state(), "hook": print}, d / "evil.pt"),
