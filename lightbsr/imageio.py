@@ -170,8 +170,9 @@ def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
     return ImageHeader(width, height, READ_FORMATS[fmt], mode, orientation, frames)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (_PNG_SIGNATURE, "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
@@ -194,7 +195,7 @@ def _png_ihdr_size(path: Path) -> tuple[int, int] | None:
     """(width, height) declared by a PNG's IHDR chunk, or ``None`` if ``path`` does not start like a PNG."""
     with path.open("rb") as handle:
         head = handle.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
