@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lightbsr.argparsing import add_command
+from lightbsr.argparsing import add_command, float_range, int_range
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "examples" / "Set5" / "baby.png"
 CPU_SIZES = ["64", "128"]
@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--batch",
         nargs="+",
-        type=int,
+        type=int_range(1),
         metavar="N",
         default=argparse.SUPPRESS,
         help="batch sizes (default: 1 CPU, 1 8 CUDA)",
@@ -97,26 +97,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
     what.add_argument("--image", default=str(DEFAULT_IMAGE), help="real image cropped to each size for accuracy")
     what.add_argument("--eval-json", nargs="+", default=[], metavar="FILE", help="`lightbsr eval --json` outputs")
-    what.add_argument("--seed", type=int, default=0, help="seed of the random weights of an architecture name")
+    what.add_argument("--seed", type=int_range(0), default=0, help="seed of the random weights of an architecture name")
     what.add_argument("--no-roofline", dest="roofline", action="store_false", help="skip the GEMM peaks")
-    what.add_argument("--gemm-size", type=int, default=2048, metavar="N", help="side of the roofline GEMMs")
+    what.add_argument("--gemm-size", type=int_range(16), default=2048, metavar="N", help="side of the roofline GEMMs")
     what.add_argument("--tiling", action="store_true", help="measure tiling throughput (see above)")
-    what.add_argument("--tiling-size", type=int, default=512, metavar="N", help="LR size of the tiling measures")
-    what.add_argument("--tiles", nargs="+", type=int, default=[128, 256], metavar="N", help="tile sizes for --tiling")
-    what.add_argument("--tiling-repeats", type=int, default=2, metavar="N", help="timed runs per tiling case")
+    what.add_argument(
+        "--tiling-size", type=int_range(16), default=512, metavar="N", help="LR size of the tiling measures"
+    )
+    what.add_argument(
+        "--tiles", nargs="+", type=int_range(8), default=[128, 256], metavar="N", help="tile sizes for --tiling"
+    )
+    what.add_argument("--tiling-repeats", type=int_range(1), default=2, metavar="N", help="timed runs per tiling case")
     what.add_argument("--contention", action="store_true", help="measure an upscale beside a busy process")
-    what.add_argument("--contention-size", type=int, default=64, metavar="N", help="LR size for --contention")
+    what.add_argument("--contention-size", type=int_range(8), default=64, metavar="N", help="LR size for --contention")
     what.add_argument("--ort-profile", action="store_true", help="ONNX Runtime kernel time by operator type")
     timing = p.add_argument_group("timing")
     timing.add_argument(
-        "--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: the usable CPUs)"
+        "--threads", type=int_range(0), default=0, help="CPU threads for torch and ONNX Runtime (0: the usable CPUs)"
     )
-    timing.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (the accuracy run is one)")
-    timing.add_argument("--repeats", type=int, default=20, help="timed runs (at most)")
-    timing.add_argument("--min-repeats", type=int, default=3, help="timed runs at least, even past --max-seconds")
+    timing.add_argument(
+        "--warmup", type=int_range(0), default=2, help="untimed runs before timing (the accuracy run is one)"
+    )
+    timing.add_argument("--repeats", type=int_range(1), default=20, help="timed runs (at most)")
+    timing.add_argument(
+        "--min-repeats", type=int_range(1), default=3, help="timed runs at least, even past --max-seconds"
+    )
     timing.add_argument(
         "--max-seconds",
-        type=float,
+        type=float_range(0.0, low_open=True),
         default=30.0,
         help="stop timing a case after this many seconds; a target slower than this per run is skipped at larger "
         "inputs (the reference always runs)",
@@ -136,9 +144,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from lightbsr.errors import ConfigError
+    from lightbsr.files import check_outputs
 
     from .report import SCHEMA, load_eval_json, markdown, plot, write_json, write_markdown
 
+    outputs = [path for path in (args.json, args.markdown, args.plot) if path and path != "-"]
+    check_outputs([p for p in (getattr(args, "model", None), *args.onnx, *args.eval_json, args.image) if p], outputs)
     if args.plot:  # fail before measuring, not after
         try:
             import matplotlib  # noqa: F401

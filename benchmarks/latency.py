@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from lightbsr.contract import check_sr
 from lightbsr.errors import BackendUnavailableError, ConfigError, first_line
 from lightbsr.hardware import ORT_SPINNING, available_cpus, cpu_isa, cpu_name, wait_policy
 
@@ -476,8 +477,10 @@ def measure(
             first = time.perf_counter()
             out = runner(lr)  # also checks that it runs before timing (and warms up)
             first = time.perf_counter() - first
+            raw = target.to_numpy(out)  # an output of the wrong size or not finite fails the row, with why
+            check_sr(target.name, lr.shape, raw.shape, scale, bool(np.isfinite(raw).all()))
             if batch == 1:
-                sr = np.clip(target.to_numpy(out), 0.0, 1.0)
+                sr = np.clip(raw, 0.0, 1.0)
                 if target.name == REFERENCE:
                     reference_sr = sr
                     row.psnr_vs_reference_db = "inf"

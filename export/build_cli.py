@@ -35,7 +35,7 @@ equivalent trtexec command instead of building."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.argparsing import add_command
+    from lightbsr.argparsing import add_command, int_range
 
     unset = argparse.SUPPRESS  # optional values without a default: absent from args, no "(default: None)" in --help
     p = add_command(subparsers, "build", "ONNX → TensorRT engine with a compatibility sidecar", DESCRIPTION)
@@ -64,7 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
     builder = p.add_argument_group("builder")
     builder.add_argument(
-        "--workspace", type=int, default=unset, metavar="MiB", help="workspace memory pool limit (default: TensorRT's)"
+        "--workspace",
+        type=int_range(1),
+        default=unset,
+        metavar="MiB",
+        help="workspace memory pool limit (default: TensorRT's)",
     )
     builder.add_argument(
         "--timing-cache",
@@ -82,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="higher searches longer for faster kernels (default: TensorRT's, 3)",
     )
     builder.add_argument(
-        "--device", type=int, default=0, metavar="N", help="CUDA device to build (and tune) the engine on"
+        "--device", type=int_range(0), default=0, metavar="N", help="CUDA device to build (and tune) the engine on"
     )
     builder.add_argument(
         "--version-compatible", action="store_true", help="engine runs on newer TensorRT (and lean/dispatch runtimes)"
@@ -160,6 +164,9 @@ def run_build(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     output = getattr(args, "output", None) or args.onnx.with_suffix(".engine")
     timing_cache = getattr(args, "timing_cache", None)
+    from lightbsr.files import check_outputs
+
+    check_outputs([args.onnx], [output, output.with_name(output.name + ".json")])
     if not args.print_trtexec:
         require_tensorrt(full=True, missing=NOT_INSTALLED)  # before reading anything: the one-line hint is the answer
         sidecar = build_engine(args.onnx, output, settings, timing_cache=timing_cache, device=args.device)

@@ -83,7 +83,7 @@ Example: lightbsr compare model.onnx model.int8.onnx --images Set5/ --degrade-si
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.argparsing import add_command
+    from lightbsr.argparsing import add_command, float_range, int_range
 
     p = add_command(subparsers, "export", "lightbsr checkpoint → ONNX (dynamic shapes, split graphs)", EXPORT_HELP)
     p.add_argument("checkpoint", help="lightbsr checkpoint (.safetensors; convert authors' files with `convert`)")
@@ -94,8 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     triton.add_argument(
         "--triton-name", default="lightbsr", metavar="NAME", help="model names: NAME, NAME_onnx and NAME_trt"
     )
-    triton.add_argument("--triton-max-batch", type=int, default=4, metavar="N", help="max_batch_size (0: no batching)")
-    triton.add_argument("--triton-instances", type=int, default=1, metavar="N", help="instance_group count")
+    triton.add_argument(
+        "--triton-max-batch", type=int_range(0), default=4, metavar="N", help="max_batch_size (0: no batching)"
+    )
+    triton.add_argument("--triton-instances", type=int_range(1), default=1, metavar="N", help="instance_group count")
     triton.add_argument(
         "--triton-cpu", action="store_true", help="run the ONNX Runtime and python variants on CPU (KIND_CPU)"
     )
@@ -120,13 +122,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16-backend", choices=("ort", "modelopt"), default="ort", help="FP16 converter")
     p.add_argument("--fp16-io", action="store_true", help="FP16 inputs and outputs (default: FP32 I/O)")
     p.add_argument("--calib", metavar="DIR", help="folder of HR images for INT8 calibration")
-    p.add_argument("--calib-count", type=int, default=32, help="number of LR calibration crops")
-    p.add_argument("--calib-size", type=int, default=64, help="side of the LR calibration crops (pixels)")
+    p.add_argument("--calib-count", type=int_range(1), default=32, help="number of LR calibration crops")
+    p.add_argument("--calib-size", type=int_range(8), default=64, help="side of the LR calibration crops (pixels)")
     p.add_argument(
         "--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax", help="calibration method"
     )
     p.add_argument("--setting", type=int, choices=(1, 2), help="degradation setting (default: the model's, else 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration crops")
+    p.add_argument("--seed", type=int_range(0), default=0, help="seed of the calibration crops")
     p.add_argument("--quantize-first-last", action="store_true", help="quantize the first and last layers too")
     p.add_argument(
         "--target",
@@ -136,13 +138,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     quality = p.add_argument_group("INT8 quality bound (see above)")
     quality.add_argument(
-        "--max-drop", type=float, metavar="DB", help="largest Y-PSNR drop against FP32 on held-out crops (dB)"
+        "--max-drop",
+        type=float_range(0.0),
+        metavar="DB",
+        help="largest Y-PSNR drop against FP32 on held-out crops (dB)",
     )
     quality.add_argument(
-        "--max-float-layers", type=int, metavar="N", help="most layers left in float (default: half of them)"
+        "--max-float-layers", type=int_range(0), metavar="N", help="most layers left in float (default: half of them)"
     )
-    quality.add_argument("--eval-count", type=int, default=16, help="held-out LR crops that measure the drop")
-    quality.add_argument("--eval-size", type=int, default=48, help="side of the held-out LR crops (pixels)")
+    quality.add_argument("--eval-count", type=int_range(1), default=16, help="held-out LR crops that measure the drop")
+    quality.add_argument("--eval-size", type=int_range(8), default=48, help="side of the held-out LR crops (pixels)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=_run_quantize)
 
@@ -150,8 +155,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("a", help="reference: ONNX file or lightbsr checkpoint")
     p.add_argument("b", help="compared: ONNX file or lightbsr checkpoint")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of images (LR, or HR with --degrade-sigma)")
-    p.add_argument("--degrade-sigma", type=float, metavar="S", help="synthesise LR from HR with blur width S")
-    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument(
+        "--degrade-sigma",
+        type=float_range(0.0, low_open=True),
+        metavar="S",
+        help="synthesise LR from HR with blur width S",
+    )
+    p.add_argument("--limit", type=int_range(1), help="use only the first N images")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run_compare)
 
@@ -165,6 +175,11 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if args.output is None and args.triton is None:
         raise ConfigError("give -o/--output MODEL.onnx, --triton DIR, or both")
+    if args.output is not None:
+        from lightbsr.contract import split_paths
+        from lightbsr.files import check_outputs
+
+        check_outputs([args.checkpoint], [args.output, *(split_paths(args.output) if args.split else ())])
     if args.triton is not None:  # before the export: a name clash must not cost an export
         from lightbsr.triton import check_target
 
@@ -219,11 +234,15 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lightbsr.contract import resolve_graphs, split_paths
     from lightbsr.errors import ConfigError
     from lightbsr.export.precision import quantize_fp16, quantize_int8
+    from lightbsr.files import check_outputs
 
     precision = "fp16" if args.fp16 else "int8"
     output = args.output or str(Path(args.model).with_suffix(f".{precision}.onnx"))
+    graphs = resolve_graphs(args.model)
+    check_outputs([args.model, graphs.full, graphs.estimator, graphs.restorer], [output, *split_paths(output)])
     progress = sys.stderr.isatty()
     target = getattr(args, "target", None)
     if args.fp16 and (args.max_drop is not None or args.max_float_layers is not None or target is not None):

@@ -252,7 +252,7 @@ def compare(
         mid = time.perf_counter()
         out_b = runner_b.fn(lr)
         end = time.perf_counter()
-        if out_a.shape != out_b.shape:
-            raise ModelFileError(f"{path.name}: outputs differ in shape: {out_a.shape} vs {out_b.shape}")
+        for runner, out in ((runner_a, out_a), (runner_b, out_b)):
+            contract.check_sr(runner.path, lr.shape, out.shape, scale, bool(np.isfinite(out).all()))
         result.images.append(_diff(path.name, lr, out_a, out_b, scale, mid - start, end - mid))
     return result

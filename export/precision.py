@@ -553,7 +553,10 @@ def quantize_int8(
         )
     if setting is None:
         setting = int(meta.get(contract.META_SETTING) or 1)
-    scale = int(meta[contract.META_SCALE])
+    try:
+        scale = contract.parse_scale(meta.get(contract.META_SCALE, ""))
+    except ConfigError as err:
+        raise ModelFileError(f"{model_path}: bad {contract.META_SCALE} metadata: {err}") from None
     files = list_images(calib_dir)
     held_out: list[Path] = []
     if max_drop is not None:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -113,8 +116,16 @@ def read_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err)})") from err
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or unsafe pickles
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err):
+            # torch's message goes on to suggest weights_only=False, i.e. running the file's code: never that
+            raise CheckpointError(
+                f"{path}: refused: the file holds more than tensors (Python objects or code that loading would run); "
+                "lightbsr reads weights-only PyTorch checkpoints, or .safetensors"
+            ) from err
         raise CheckpointError(f"{path}: cannot read as a weights-only PyTorch checkpoint ({first_line(err)})") from err
     try:
         return unwrap_state_dict(obj)
@@ -129,9 +140,24 @@ def convert_reference_file(
     *,
     setting: int | None = None,
     pca_basis: torch.Tensor | None = None,
+    pca: str | os.PathLike[str] | None = None,
 ) -> ModelConfig:
-    """Authors'-layout checkpoint file → lightbsr checkpoint; ``arch`` is checked against the keys, or detected."""
+    """Authors'-layout checkpoint file → lightbsr checkpoint; ``arch`` is checked against the keys, or detected.
+
+    A LightBSR teacher needs the PCA basis of its run: ``pca`` (the ``PCA_matrix.mat`` saved
+    beside it, :func:`read_pca_matrix`) or ``pca_basis`` (15, 441); it is stored in the checkpoint.
+    """
     state = read_state_dict_file(src)
+    if pca is not None:
+        if pca_basis is not None:
+            raise ConfigError("give the PCA basis once: pca (a file) or pca_basis (a tensor)")
+        pca_basis = read_pca_matrix(pca)
+    if pca_basis is None and _is_lightbsr_teacher(state):
+        raise CheckpointError(
+            f"{src}: an authors' LightBSR teacher needs the PCA basis its run saved beside it: pass --pca "
+            "PCA_matrix.mat (the checkpoint does not hold the basis, and the teacher's degradation prior is "
+            "computed on it)"
+        )
     try:
         config = ModelConfig.from_arch(arch or detect_reference_arch(state).arch, setting)
         model = load_reference_checkpoint(state, config.arch, pca_basis=pca_basis)
@@ -139,6 +165,33 @@ def convert_reference_file(
         raise CheckpointError(f"{src}: {err}") from err
     save_checkpoint(dst, model, config, metadata={"lightbsr.source_sha256": sha256_file(src)})
     return config
+
+
+def _is_lightbsr_teacher(state: dict[str, torch.Tensor]) -> bool:
+    """Whether an authors'-layout state dict is a LightBSR teacher's."""
+    try:
+        detected = detect_reference_arch(state)
+    except CheckpointError:
+        return False
+    return (detected.family, detected.role) == ("lightbsr", "teacher")
+
+
+def read_pca_matrix(path: str | os.PathLike[str], key: str = "p") -> torch.Tensor:
+    """The authors' ``PCA_matrix.mat`` (``key`` ``p``: 441 × 15, one basis vector per column) as our (15, 441) basis."""
+    from lightbsr.degradation import KERNEL_SIZE
+    from lightbsr.matfile import read_mat_matrix
+    from lightbsr.models import LightBSRTeacher
+
+    matrix = read_mat_matrix(path, key)
+    expected = (KERNEL_SIZE * KERNEL_SIZE, LightBSRTeacher.PCA_DIM)
+    if matrix.shape != expected:
+        raise ConfigError(
+            f"{path}: {key!r} is {'×'.join(map(str, matrix.shape))}; the teacher's PCA basis is "
+            f"{expected[0]}×{expected[1]} ({KERNEL_SIZE}×{KERNEL_SIZE} kernels, {expected[1]} components)"
+        )
+    if not np.isfinite(matrix).all():
+        raise ConfigError(f"{path}: {key!r} holds NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(matrix.T)).float()
 
 
 def _require_file(path: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightbsr.errors import ModelFileError
+from lightbsr.errors import ConfigError, ModelFileError
 
 INPUT_LR = "lr"
 INPUT_DRP = "drp"  # LightBSR teacher: degradation reference prior (N, 15 | 18)
@@ -75,6 +75,39 @@ def idr_names(family: str) -> tuple[str, ...]:
 
 
 FAMILIES = ("lightbsr", "kdsr")
+
+SCALES = (2, 3, 4)
+"""The upscaling factors of the architectures (every label that says a scale is checked against these)."""
+
+
+def parse_scale(value: object) -> int:
+    """A scale from a label (metadata string, JSON config value, sidecar): an integer in :data:`SCALES`.
+
+    ``"4"`` and ``4`` pass; ``0``, ``100000``, ``4.5``, ``"4.0"``, ``True`` or ``"x4"`` are a
+    ConfigError, so a lying label can neither crash the tiler nor ask it for terabytes.
+    """
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SCALES:
+        raise ConfigError(f"scale {value!r} is not one of {', '.join(map(str, SCALES))}")
+    return value
+
+
+def check_sr(what: object, lr_shape: tuple[int, ...], sr_shape: tuple[int, ...], scale: int, finite: bool) -> None:
+    """ModelFileError unless a model's output is ``scale`` × its input (batch and channels kept) and all finite.
+
+    Every call of a model that produces an image is checked with this (each tile of a tiled image
+    too): a model whose metadata says ×4 but which returns another size, or NaN/inf (NaN weights),
+    must fail with one line rather than write a wrong or black image.
+    """
+    expected = (*lr_shape[:-2], lr_shape[-2] * scale, lr_shape[-1] * scale)
+    if tuple(sr_shape) != tuple(expected):
+        raise ModelFileError(
+            f"{what}: the model returned {'×'.join(map(str, sr_shape))} for a {'×'.join(map(str, lr_shape))} input; "
+            f"its metadata says ×{scale}, so {'×'.join(map(str, expected))} was expected"
+        )
+    if not finite:
+        raise ModelFileError(f"{what}: the model's output holds NaN or infinite values (broken weights?)")
 
 
 def split_paths(model_path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -156,7 +189,8 @@ def check_metadata(path: object, graph: str, meta: Mapping[str, str], kind: str 
     family = meta.get(META_FAMILY, "")
     if family not in FAMILIES:
         raise ModelFileError(f"{path}: unknown model family {family!r} in {META_FAMILY}")
-    scale = meta.get(META_SCALE, "")
-    if not scale.isdigit():
-        raise ModelFileError(f"{path}: bad {META_SCALE} metadata")
-    return family, int(scale)
+    try:
+        scale = parse_scale(meta.get(META_SCALE, ""))
+    except ConfigError as err:
+        raise ModelFileError(f"{path}: bad {META_SCALE} metadata: {err}") from None
+    return family, scale

@@ -13,8 +13,9 @@
 4. :func:`add_noise` (Gaussian, σ in 0–255 units) and :func:`round_clamp`;
 5. :func:`degrade` composes them; :func:`benchmark_pair` is the papers' benchmark
    protocol (HR cropped to a multiple of the scale, then degraded);
-6. :func:`kernel_pca`: a deterministic PCA basis of a setting's kernel family, used for
-   the teacher's degradation reference prior (DRP = flattened kernel @ basis.T).
+6. :func:`kernel_pca`: the teacher's PCA basis, made as the authors' code makes it (uncentred,
+   broad anisotropic kernels, seeded), for its degradation reference prior (DRP = flattened
+   kernel @ basis.T).
 
 Conventions, fixed by the reference vectors of the authors' code
 (``tests/data/reference/degradation.*``):
@@ -139,8 +140,12 @@ def _grid(size: int, device: torch.device | str | None, dtype: torch.dtype) -> t
     return x, y
 
 
-def _normalise(kernels: torch.Tensor) -> torch.Tensor:
-    return kernels / kernels.sum(dim=(-2, -1), keepdim=True)
+def _normalise(kernels: torch.Tensor, widths: str) -> torch.Tensor:
+    """Kernels scaled to sum 1; a width so small that the kernel underflows (σ = 1e-30) is refused."""
+    out = kernels / kernels.sum(dim=(-2, -1), keepdim=True)
+    if not bool(torch.isfinite(out).all()):
+        raise ConfigError(f"{widths} too small for a float32 kernel (use widths of about 0.1 pixel or more)")
+    return out
 
 
 def isotropic_kernels(sigmas: torch.Tensor, size: int = KERNEL_SIZE) -> torch.Tensor:
@@ -159,7 +164,7 @@ def isotropic_kernels(sigmas: torch.Tensor, size: int = KERNEL_SIZE) -> torch.Te
     sigmas = sigmas.to(torch.float32)
     x, y = _grid(size, sigmas.device, torch.float32)
     s2 = (sigmas**2).view(-1, 1, 1)
-    return _normalise(torch.exp(-(x**2 + y**2) / (2.0 * s2)))
+    return _normalise(torch.exp(-(x**2 + y**2) / (2.0 * s2)), f"sigma {_show(sigmas)} is")
 
 
 def isotropic_kernel(sigma: float, size: int = KERNEL_SIZE) -> torch.Tensor:
@@ -201,7 +206,7 @@ def anisotropic_kernels(
     cos, sin = torch.cos(th), torch.sin(th)
     along1 = (x * cos + y * sin) / l1
     along2 = (-x * sin + y * cos) / l2
-    return _normalise(torch.exp(-0.5 * (along1**2 + along2**2)))
+    return _normalise(torch.exp(-0.5 * (along1**2 + along2**2)), "lambda1/lambda2 are")
 
 
 def anisotropic_kernel(lambda1: float, lambda2: float, theta: float, size: int = KERNEL_SIZE) -> torch.Tensor:
@@ -484,29 +489,40 @@ def benchmark_pair(
 # --------------------------------------------------------------------------- PCA basis for the DRP
 
 
-def kernel_pca(
-    setting: int, dim: int = 15, size: int = KERNEL_SIZE, samples: int = 10000, seed: int = 0
-) -> torch.Tensor:
-    """A deterministic PCA basis ``(dim, size*size)`` of the kernel family of a setting.
+TEACHER_PCA_SAMPLES = 5000
+TEACHER_PCA_WIDTHS = (0.2, 10.0)
+"""λ1, λ2 ~ U(0.2, 10) of the broad kernel family the teacher's PCA basis is fitted to (θ ~ U(0, π))."""
 
-    ``samples`` kernels are drawn with :func:`random_kernels` from a CPU generator seeded
-    with ``seed``; the basis is the top-``dim`` eigenvectors of their **centred**
-    covariance (mean kernel subtracted, as IKC/DASR's PCA), computed in float64 with
-    ``torch.linalg.eigh``. The projection is applied to the *uncentred* kernel, as in the
-    reference code: ``drp = kernel.flatten(-2) @ basis.T``. Each component's sign is fixed
-    so that its entry of largest magnitude is positive. Returns float32 on the CPU.
+
+def kernel_pca(
+    dim: int = 15, size: int = KERNEL_SIZE, samples: int = TEACHER_PCA_SAMPLES, seed: int = 0
+) -> torch.Tensor:
+    """The teacher's PCA basis ``(dim, size*size)``, made the authors' way, deterministic for a ``seed``.
+
+    As the authors' LightBSR code: ``samples`` broad anisotropic kernels (λ1, λ2 ~ U(0.2, 10),
+    θ ~ U(0, π); drawn from a CPU generator seeded with ``seed``), flattened into the columns of
+    ``K`` (``size²`` × ``samples``), and the top-``dim`` eigenvectors of the **uncentred**
+    ``K·Kᵀ`` (no mean kernel subtracted), computed in float64 with ``torch.linalg.eigh``. One
+    basis serves both degradation settings. The DRP projects the kernel on it:
+    ``drp = kernel.flatten(-2) @ basis.T``; the authors' run saves the same matrix transposed
+    (``PCA_matrix.mat``, key ``p``, ``size²`` × ``dim``). Each component's sign is fixed so that
+    its entry of largest magnitude is positive. Returns float32 on the CPU.
+
+    A teacher keeps the basis it was trained with in its checkpoint (``pca_basis``), so teachers
+    trained on another basis stay self-consistent.
     """
-    _check_setting(setting)
     _check_size(size)
-    if not isinstance(dim, int) or not 1 <= dim <= size * size:
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= size * size:
         raise ConfigError(f"PCA dim must be in [1, {size * size}], got {dim!r}")
-    if not isinstance(samples, int) or samples < 2:
-        raise ConfigError(f"PCA samples must be an integer >= 2, got {samples!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < dim:
+        raise ConfigError(f"PCA samples must be an integer >= dim ({dim}), got {samples!r}")
     generator = torch.Generator().manual_seed(seed)
-    flat = random_kernels(samples, setting, generator=generator, size=size).kernels.reshape(samples, -1)
-    data = flat.double()
-    data = data - data.mean(dim=0, keepdim=True)
-    _, vectors = torch.linalg.eigh(data.T @ data / (samples - 1))  # ascending eigenvalues
+    low, high = TEACHER_PCA_WIDTHS
+    l1 = _uniform(samples, low, high, generator, "cpu")
+    l2 = _uniform(samples, low, high, generator, "cpu")
+    theta = _uniform(samples, 0.0, math.pi, generator, "cpu")
+    k = anisotropic_kernels(l1, l2, theta, size).reshape(samples, -1).double().T  # (size², samples)
+    _, vectors = torch.linalg.eigh(k @ k.T)  # ascending eigenvalues
     basis = vectors[:, -dim:].flip(1).T.contiguous()  # (dim, size*size), largest first
     peak = basis.gather(1, basis.abs().argmax(dim=1, keepdim=True))
     return (basis * torch.sign(peak)).float()

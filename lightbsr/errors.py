@@ -52,6 +52,13 @@ class OutOfMemoryError(LightBSRError):
     """The work does not fit in the device's memory, even after splitting it (smaller tiles)."""
 
 
+class LightBSRWarning(RuntimeWarning, UserWarning):
+    """A warning of lightbsr's own (the CLI shows these as one line each; third-party warnings are not shown).
+
+    Both a RuntimeWarning and a UserWarning, the categories lightbsr warned with before it had its own.
+    """
+
+
 def first_line(err: BaseException) -> str:
     """The first non-empty line of an exception's message (its type's name when it has none).
 

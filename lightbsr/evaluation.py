@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from lightbsr.contract import check_sr
 from lightbsr.degradation import crop_to_multiple, degrade, imresize, isotropic_kernel
 from lightbsr.errors import ConfigError, DatasetError, InputImageError
+from lightbsr.imageio import read_image_rgb8
 from lightbsr.metrics import psnr_y_per_image, ssim_y_per_image
 
 __all__ = [
@@ -62,45 +63,6 @@ _SCHEMA = "lightbsr.eval/1"
 
 
 # --------------------------------------------------------------------------- image reading
-
-
-def read_image_rgb8(path: str | Path) -> np.ndarray:
-    """Read an image file as an ``(H, W, 3)`` uint8 RGB array.
-
-    Read with OpenCV (``IMREAD_UNCHANGED``, through ``np.fromfile`` so that any path
-    works), then: grayscale is replicated to three channels, an alpha channel is dropped,
-    16-bit images are rounded to 8 bits (``v / 257``), float images are taken as [0, 1]
-    and rounded to 8 bits, and BGR is turned into RGB.
-
-    Raises:
-        InputImageError: the file is missing, unreadable or of an unsupported kind.
-    """
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise InputImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InputImageError(f"{path} is not a readable image")
-    if img.dtype == np.uint16:
-        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
-        img = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise InputImageError(f"{path}: unsupported pixel type {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    channels = img.shape[2]
-    if channels in (1, 2):  # gray, gray + alpha
-        img = np.repeat(img[:, :, :1], 3, axis=2)
-    elif channels in (3, 4):  # BGR, BGRA
-        img = img[:, :, 2::-1]
-    else:
-        raise InputImageError(f"{path}: unsupported number of channels ({channels})")
-    if img.shape[0] == 0 or img.shape[1] == 0:
-        raise InputImageError(f"{path} is empty")
-    return np.ascontiguousarray(img)
 
 
 def list_images(dataset_dir: str | Path) -> list[Path]:
@@ -396,11 +358,9 @@ def evaluate(
             for sigma in sigmas:
                 lr = degrade(hr, kernels[sigma], scale)
                 sr = upscale_fn(lr / 255.0)
-                if not isinstance(sr, torch.Tensor) or tuple(sr.shape) != tuple(hr.shape):
-                    got = tuple(sr.shape) if isinstance(sr, torch.Tensor) else type(sr).__name__
-                    raise ConfigError(
-                        f"upscale_fn returned {got} for a {tuple(lr.shape)} input; expected {tuple(hr.shape)}"
-                    )
+                if not isinstance(sr, torch.Tensor):
+                    raise ConfigError(f"upscale_fn returned a {type(sr).__name__}, not a tensor")
+                check_sr(result.method, tuple(lr.shape), tuple(sr.shape), scale, bool(torch.isfinite(sr).all()))
                 sr = sr.to(device=dev, dtype=torch.float32).clamp(0.0, 1.0).mul(255.0).round().div(255.0)
                 score = ImageScore(
                     name=path.name,

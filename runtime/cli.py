@@ -19,8 +19,11 @@ not recursive) is upscaled into OUT under the same name; unreadable files are sk
 with a warning and the command exits with status 2 at the end, saying how many failed.
 The output format follows OUT's extension (or --format for folders); 8/16-bit depth,
 grayscale and alpha are kept (alpha is resized with bicubic, not by the network) and
-EXIF orientation is applied. Outputs are written atomically: a failed or interrupted
-run leaves no partial file.
+EXIF orientation is applied. Animated or multi-page images are refused (as GIFs are).
+Outputs are written atomically: a failed or interrupted (Ctrl-C, SIGTERM) run leaves no
+partial file. Before any inference, the run is refused when two inputs would write one
+output, an output would replace an input, or an output is larger than its format stores
+(WebP: 16383 pixels a side, JPEG: 65500).
 
 Large images are cut into tiles. The degradation is estimated once per image and
 shared by all tiles (--no-shared-idr: per tile). --tiling exact (LightBSR on the torch
@@ -90,7 +93,7 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.argparsing import add_command
+    from lightbsr.argparsing import add_command, int_range
 
     p = add_command(subparsers, "upscale", "upscale images ×4 (files or folders)", DESCRIPTION)
     p.argument_default = argparse.SUPPRESS
@@ -102,15 +105,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
-        "--tile", type=int, metavar="N", help="tile size in LR pixels; 0: never tile (default: from free memory)"
+        "--tile",
+        type=int_range(0),
+        metavar="N",
+        help="tile size in LR pixels; 0: never tile (default: from free memory)",
     )
     p.add_argument(
         "--tile-overlap",
-        type=int,
+        type=int_range(0),
         metavar="N",
         help="overlap of neighbouring tiles in LR pixels, blend tiling (default: 24, at most half the tile)",
     )
-    p.add_argument("--tile-batch", type=int, default=1, metavar="N", help="tiles per backend call (blend tiling)")
+    p.add_argument(
+        "--tile-batch", type=int_range(1), default=1, metavar="N", help="tiles per backend call (blend tiling)"
+    )
     p.add_argument(
         "--tiling",
         default="auto",
@@ -128,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-pixels",
-        type=int,
+        type=int_range(1),
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help="refuse inputs whose header declares more pixels than this (decompression bombs)",
@@ -179,7 +187,7 @@ example (two terminals):
 
 
 def _register_serve(subparsers: argparse._SubParsersAction) -> None:
-    from lightbsr.argparsing import add_command
+    from lightbsr.argparsing import add_command, float_range, int_range
 
     p = add_command(subparsers, "serve", "serve a model on a local Triton Inference Server", SERVE_DESCRIPTION)
     p.add_argument(
@@ -191,48 +199,62 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default="lightbsr", help="the model's name on the server")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="HTTP/REST port")
-    p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT", help="gRPC port")
-    p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT", help="Prometheus metrics port")
-    p.add_argument("--instances", type=int, default=1, metavar="N", help="model instances (processes) per device")
+    p.add_argument("--http-port", type=int_range(1, 65535), default=8000, metavar="PORT", help="HTTP/REST port")
+    p.add_argument("--grpc-port", type=int_range(1, 65535), default=8001, metavar="PORT", help="gRPC port")
+    p.add_argument(
+        "--metrics-port", type=int_range(1, 65535), default=8002, metavar="PORT", help="Prometheus metrics port"
+    )
+    p.add_argument(
+        "--instances", type=int_range(1), default=1, metavar="N", help="model instances (processes) per device"
+    )
     p.add_argument(
         "--device",
         default="auto",
         choices=("auto", "cpu", "gpu"),
         help="instance kind: gpu (one group per GPU), cpu, or auto (gpu where Triton sees GPUs)",
     )
-    p.add_argument("--max-batch", type=int, default=4, metavar="N", help="max_batch_size (0: no dynamic batching)")
+    p.add_argument(
+        "--max-batch", type=int_range(0), default=4, metavar="N", help="max_batch_size (0: no dynamic batching)"
+    )
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"), help="backend")
     p.add_argument(
         "--tile",
-        type=int,
+        type=int_range(0),
         default=argparse.SUPPRESS,
         metavar="N",
         help="tile size in LR pixels; 0: never tile (default: from free memory)",
     )
     p.add_argument(
         "--tile-overlap",
-        type=int,
+        type=int_range(0),
         default=argparse.SUPPRESS,
         metavar="N",
         help="tile overlap in LR pixels (default: 24, at most half the tile)",
     )
     p.add_argument(
         "--max-pixels",
-        type=int,
+        type=int_range(1),
         default=argparse.SUPPRESS,
         metavar="N",
         help="refuse images of more LR pixels than this (default: 2048×2048; the memory bound of one request)",
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=int_range(1),
         default=argparse.SUPPRESS,
         metavar="N",
         help="threads per CPU instance (default: the CPUs shared out)",
     )
-    p.add_argument("--exit-timeout", type=int, default=30, metavar="S", help="seconds to finish requests when stopped")
-    p.add_argument("--startup-timeout", type=float, default=300, metavar="S", help="seconds to wait for the server")
+    p.add_argument(
+        "--exit-timeout", type=int_range(0), default=30, metavar="S", help="seconds to finish requests when stopped"
+    )
+    p.add_argument(
+        "--startup-timeout",
+        type=float_range(0, low_open=True),
+        default=300,
+        metavar="S",
+        help="seconds to wait for the server",
+    )
     p.add_argument(
         "--log",
         metavar="FILE",
@@ -244,21 +266,12 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from lightbsr.errors import ConfigError
     from lightbsr.runtime.serve import ServerOptions, serve
     from lightbsr.runtime.triton_model import ServeSettings
 
     for name in ("tile", "tile_overlap", "threads", "max_pixels", "log"):  # unset: their default is in their help
         if not hasattr(args, name):
             setattr(args, name, None)
-    for flag in ("instances", "threads", "max_pixels"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be ≥ 1, got {value}")
-    for flag in ("max_batch", "tile", "tile_overlap"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be ≥ 0, got {value}")
     settings = ServeSettings(
         model=args.model,
         backend=args.backend,
@@ -278,34 +291,37 @@ def run_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    import warnings
+    def starting() -> None:  # after the checks: a refused command prints its one error line only
+        print(f"lightbsr: starting the Triton server for {args.model} …", file=sys.stderr, flush=True)
 
-    print(f"lightbsr: starting the Triton server for {args.model} …", file=sys.stderr, flush=True)
     options = ServerOptions(args.address, args.http_port, args.grpc_port, args.metrics_port, args.exit_timeout)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = _show_warning
-        code = serve(
-            args.model,
-            name=args.name,
-            options=options,
-            instances=args.instances,
-            device=args.device,
-            max_batch_size=args.max_batch,
-            settings=settings.to_parameters(),
-            startup_timeout=args.startup_timeout,
-            log=Path(args.log) if args.log else None,
-            on_ready=ready,
-        )
+    code = serve(  # its warnings (an instance died) are lightbsr's own: main() prints them as one line each
+        args.model,
+        name=args.name,
+        options=options,
+        instances=args.instances,
+        device=args.device,
+        max_batch_size=args.max_batch,
+        settings=settings.to_parameters(),
+        startup_timeout=args.startup_timeout,
+        log=Path(args.log) if args.log else None,
+        on_ready=ready,
+        on_start=starting,
+    )
     print("lightbsr: the server finished its requests and stopped", file=sys.stderr)
     return code
 
 
 def _add_video_arguments(p: argparse.ArgumentParser) -> None:
+    from lightbsr.argparsing import float_range, int_range
+
     video = p.add_argument_group("videos")
     video.add_argument("--codec", default="libx264", help="video encoder: libx264, libx265, ffv1 (lossless), ...")
     video.add_argument(
-        "--crf", type=int, metavar="N", help="quality for libx264/libx265, 0–51, lower is better (default: 18)"
+        "--crf",
+        type=int_range(0, 51),
+        metavar="N",
+        help="quality for libx264/libx265, 0–51, lower is better (default: 18)",
     )
     video.add_argument(
         "--pix-fmt", metavar="FMT", help="encoded pixel format (default: the source's, else yuv420p or yuv420p10le)"
@@ -318,7 +334,7 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
     )
     video.add_argument(
         "--scene-threshold",
-        type=float,
+        type=float_range(0.0, 1.0),
         default=0.2,  # = lightbsr.runtime.scenes.DEFAULT_SCENE_THRESHOLD (not imported: this module stays light)
         metavar="T",
         help="histogram distance (0–1) between consecutive frames that starts a new scene",
@@ -333,8 +349,6 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    import warnings
-
     for name, value in _UNSHOWN_DEFAULTS.items():
         if not hasattr(args, name):
             setattr(args, name, value)
@@ -345,19 +359,9 @@ def run_upscale(args: argparse.Namespace) -> int:
     level = log.getLogLevel()
     log.setLogLevel(log.LOG_LEVEL_ERROR)  # a corrupt file is reported once, by us, not by OpenCV's decoders
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _show_warning
-            return _run(args)
+        return _run(args)  # warnings are shown by lightbsr.cli.main, one line each
     finally:
         log.setLogLevel(level)
-
-
-def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    from tqdm import tqdm
-
-    text = " ".join(str(message).split())
-    tqdm.write(f"lightbsr: warning: {text}", file=sys.stderr)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -393,6 +397,7 @@ def _video_options(args: argparse.Namespace) -> Any:
 def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]:
     """(input, output) pairs and whether IN is a folder; output formats are checked here, before any work."""
     from lightbsr.errors import ConfigError, InputImageError
+    from lightbsr.files import check_outputs
     from lightbsr.imageio import WRITE_FORMATS, check_output_path
     from lightbsr.runtime.video import VIDEO_SUFFIXES, is_video_path
 
@@ -403,6 +408,8 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
         check_output_path(Path("out" + suffix))
     if not source.exists():
         raise InputImageError(f"{source}: no such file or folder")
+    if suffix and not source.is_dir() and not target.is_dir() and target.suffix.lower() != suffix:
+        raise ConfigError(f"{target}: --format {args.format} contradicts the output's own extension; give one of them")
     if source.is_dir():
         if target.exists() and not target.is_dir():
             raise ConfigError(f"{target}: IN is a folder, so OUT must be a folder")
@@ -415,7 +422,9 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
         )
         if not inputs:
             raise InputImageError(f"{source}: no images ({', '.join(WRITE_FORMATS)}) or videos in the folder")
-        return [(p, target / (p.stem + (p.suffix if is_video_path(p) else suffix or p.suffix))) for p in inputs], True
+        jobs = [(p, target / (p.stem + (p.suffix if is_video_path(p) else suffix or p.suffix))) for p in inputs]
+        check_outputs([p for p, _ in jobs], [t for _, t in jobs])  # a.png + a.jpg with --format png: refused
+        return jobs, True
     if target.is_dir():
         target = target / (source.stem + (source.suffix if is_video_path(source) else suffix or source.suffix))
     if is_video_path(source):
@@ -423,8 +432,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], bool]
             raise ConfigError(f"{target}: a video is upscaled into a video file ({', '.join(VIDEO_SUFFIXES)})")
     else:
         check_output_path(target)
-    if target.resolve() == source.resolve():
-        raise ConfigError(f"{target}: the output would replace the input")
+    check_outputs([source], [target])
     if target.exists() and not args.overwrite:
         raise ConfigError(f"{target} exists; pass --overwrite to replace it")
     return [(source, target)], False
@@ -485,6 +493,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             first_image = read_image(source, args.max_pixels)
     upscaler = _open_upscaler(args, [source for source, _ in jobs])
+    _check_output_sizes(jobs, upscaler.scale, args.max_pixels)  # before any inference
     records: list[dict[str, Any]] = []
     bar = tqdm(jobs, desc="upscale", unit="img", file=sys.stderr, disable=None) if folder else jobs
     for source, target in bar:
@@ -539,6 +548,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lightbsr: error: {failed} of {len(records)} images failed", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_output_sizes(jobs: list[tuple[Path, Path]], scale: int, max_pixels: int) -> None:
+    """ConfigError when an output image would be larger than its format stores (WebP, JPEG): before any inference."""
+    from lightbsr.errors import LightBSRError
+    from lightbsr.imageio import check_output_size, probe_image
+    from lightbsr.runtime.video import is_video_path
+
+    for source, target in jobs:
+        if is_video_path(source):
+            continue
+        try:
+            header = probe_image(source, max_pixels)
+        except LightBSRError:
+            continue  # reported when the file itself is read
+        check_output_size(target, header.width * scale, header.height * scale)
 
 
 def _image_sizes(paths: list[Path], max_pixels: int) -> list[tuple[int, int]]:

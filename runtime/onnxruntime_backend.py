@@ -27,6 +27,8 @@ inference keeps the shapes few.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from lightbsr import contract, cuda
-from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
+from lightbsr.errors import BackendUnavailableError, ConfigError, LightBSRWarning, ModelFileError, first_line
 from lightbsr.hardware import ORT_SPINNING, available_cpus
 from lightbsr.runtime.backend import IDR, Backend, Workload
 
@@ -107,10 +109,28 @@ def session(
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    check_providers(providers)
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+        # onnxruntime's Python wrapper prints its provider-fallback banner with print(): keep it off stdout
+        # (where --json goes); what happened is read back from the session and reported (_check_fallback)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         raise ModelFileError(f"{what}: not a loadable ONNX model ({first_line(err)})") from err
+
+
+def check_providers(providers: Sequence[Any]) -> None:
+    """ConfigError for an execution provider this onnxruntime lacks (a typo, or a GPU provider on a CPU build)."""
+    available = ort.get_available_providers()
+    names = [_provider_name(p) for p in providers]
+    if not names:
+        raise ConfigError("no onnxruntime execution provider given")
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ConfigError(
+            f"onnxruntime execution provider {', '.join(unknown)} is not available here; this onnxruntime has "
+            f"{', '.join(available)}"
+        )
 
 
 def run(
@@ -309,7 +329,7 @@ def _check_fallback(session: ort.InferenceSession, chosen: Sequence[Any], *, exp
         message = f"onnxruntime could not start {', '.join(lost)}; running on {', '.join(used)}"
         if explicit:
             raise BackendUnavailableError(f"{message} (those providers were asked for explicitly)")
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, LightBSRWarning, stacklevel=3)
     return device
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lightbsr.errors import BackendUnavailableError, ConfigError, LightBSRError, ModelFileError
+from lightbsr.errors import BackendUnavailableError, ConfigError, LightBSRError, LightBSRWarning, ModelFileError
 
 __all__ = ["SERVE_HINT", "ServeError", "ServerOptions", "TritonInstall", "TritonServer", "find_triton", "serve"]
 
@@ -262,12 +262,14 @@ def serve(
     startup_timeout: float = 120.0,
     log: Path | None = None,
     on_ready: Callable[[dict[str, str]], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> int:
     """Serve ``model`` until SIGINT/SIGTERM; return 0 once the server drained and exited cleanly.
 
     ``settings`` are the python-backend model's further parameters
-    (:meth:`lightbsr.runtime.triton_model.ServeSettings.to_parameters`); ``on_ready`` gets the endpoints;
-    ``log`` keeps the server's log (default: a temporary file).
+    (:meth:`lightbsr.runtime.triton_model.ServeSettings.to_parameters`); ``on_start`` is called once the
+    options, the model file and the Triton install were checked, as the server starts; ``on_ready`` gets
+    the endpoints; ``log`` keeps the server's log (default: a temporary file).
 
     Raises:
         ModelFileError: no such model file. ConfigError: bad options. BackendUnavailableError: no
@@ -286,6 +288,8 @@ def serve(
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     install = find_triton()
+    if on_start is not None:
+        on_start()
     with _workspace() as workspace:
         write_python_model(
             path,
@@ -343,13 +347,13 @@ def _watch(server: TritonServer, stopping: list[int], serving: set[int], interva
         current = set(server.stubs())
         if stopping or serving <= current:
             continue
-        warnings.warn(f"an instance of model {server.model!r} died; reloading the model", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"an instance of model {server.model!r} died; reloading the model", LightBSRWarning, stacklevel=2)
         server.reloads += 1
         try:
             server.reload()
         except ServeError as err:
             if not stopping and server.process.poll() is None:
-                warnings.warn(str(err), RuntimeWarning, stacklevel=2)
+                warnings.warn(str(err), LightBSRWarning, stacklevel=2)
         serving = (set(server.stubs()) - current) or set(server.stubs())  # the new instances (the old linger)
 
 

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightbsr import contract, cuda
-from lightbsr.errors import ConfigError, ModelFileError, first_line
+from lightbsr.errors import ConfigError, LightBSRWarning, ModelFileError, first_line
 from lightbsr.runtime.backend import IDR, Backend, Workload, model_kind
 from lightbsr.runtime.device_buffers import DeviceBuffers, open_buffers
 from lightbsr.tensorrt.autobuild import EngineShapes, build_or_reuse, check_precision, engine_shapes
@@ -306,8 +306,7 @@ class TensorRTBackend(Backend):
         self.full = opened.get(contract.GRAPH_FULL)
         self.engines = list(opened.values())
         main = self.full or self.restorer or self.engines[0]
-        self.family = main.sidecar.onnx_metadata[contract.META_FAMILY]
-        self.scale = int(main.sidecar.onnx_metadata[contract.META_SCALE])
+        self.family, self.scale = contract.check_metadata(main.path, main.graph, main.sidecar.onnx_metadata, "engine")
         self.precision = main.sidecar.precision  # the restorer's: split INT8 models may keep a float estimator
 
     @property
@@ -413,7 +412,7 @@ def load(
     for graph, engine in engines.items():
         sidecar, notes = check_sidecar(engine, tensorrt, gpu)
         for note in notes:
-            warnings.warn(note, RuntimeWarning, stacklevel=2)
+            warnings.warn(note, LightBSRWarning, stacklevel=2)
         contract.check_metadata(engine, graph, sidecar.onnx_metadata, "engine")
         sidecars[graph] = sidecar
     _check_same_model(engines, sidecars)

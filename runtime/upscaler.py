@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
+from lightbsr import contract
+from lightbsr.errors import ConfigError, LightBSRWarning, ModelFileError, OutOfMemoryError
 from lightbsr.runtime import memory
 from lightbsr.runtime.backend import IDR, Backend, Workload, load_backend
 from lightbsr.runtime.tiling import Blender, balanced_tile, cap_tile, check_tile_options, plan_tiles
@@ -277,7 +278,7 @@ class Upscaler:
                 warnings.warn(
                     f"out of memory with {current}-pixel tiles on {self.backend.device}; "
                     f"retrying with tile {smaller}, overlap {overlap}",
-                    RuntimeWarning,
+                    LightBSRWarning,
                     stacklevel=2,
                 )
                 tile, retries = smaller, retries + 1
@@ -296,6 +297,12 @@ class Upscaler:
         return sr
 
     # ------------------------------------------------------------------ internals
+
+    def _checked(self, sr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+        """``sr`` if it is ``scale`` × ``lr`` and all finite (every backend call, every tile), else one-line error."""
+        finite = bool(np.isfinite(sr).all())
+        contract.check_sr(f"the {self.backend.name} backend", lr.shape, np.shape(sr), self.scale, finite)
+        return sr
 
     def _initial_tile(self, height: int, width: int) -> tuple[int | None, int]:
         """(tile or None for the whole image, overlap)."""
@@ -330,7 +337,7 @@ class Upscaler:
                 warnings.warn(
                     f"tile {asked} is larger than the {self.backend.name} backend takes "
                     f"({limit[1]}×{limit[0]} at most); using tile {tile}",
-                    RuntimeWarning,
+                    LightBSRWarning,
                     stacklevel=3,
                 )
         return tile, overlap
@@ -372,7 +379,9 @@ class Upscaler:
         """(SR, tiles, the tile used): blend tiles are :func:`balanced_tile` s of ``tile`` (as many, less overlap)."""
         _, height, width = lr.shape
         if tile is None:
-            sr = self.backend.forward(lr[None])[0] if not estimate else self.backend.restore(lr[None], estimate[0])[0]
+            whole = lr[None]
+            out = self.backend.forward(whole) if not estimate else self.backend.restore(whole, estimate[0])
+            sr = self._checked(out, whole)[0]
             if progress:
                 progress(1, 1)
             return sr, 1, None
@@ -380,7 +389,7 @@ class Upscaler:
             estimate.append(self._shared_estimate(lr))
         idr = estimate[0] if self.shared_idr else None
         if idr is not None and self.tiling == "exact":
-            sr = self.backend.restore_in_tiles(lr[None], idr, tile, progress)[0]
+            sr = self._checked(self.backend.restore_in_tiles(lr[None], idr, tile, progress), lr[None])[0]
             return sr, -(-height // tile) * -(-width // tile), tile
         tile = balanced_tile(height, width, tile, overlap)
         tiles = plan_tiles(height, width, tile, overlap)
@@ -393,6 +402,7 @@ class Upscaler:
                 out = self.backend.forward(lr_batch)
             else:
                 out = self.backend.restore(lr_batch, _crop_idr(idr, crops))
+            self._checked(out, lr_batch)
             for t, tile_out in zip(batch, out, strict=True):
                 blender.add(t, tile_out)
             if progress:

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from lightbsr.errors import BackendUnavailableError, ConfigError, InputVideoError
+from lightbsr.errors import BackendUnavailableError, ConfigError, InputVideoError, LightBSRWarning
 from lightbsr.files import atomic_output
 from lightbsr.hardware import available_cpus
 from lightbsr.runtime.scenes import DEFAULT_SCENE_THRESHOLD, IDR_MODES, CutDetector, SceneIDR
@@ -543,7 +543,7 @@ def _decode(
                         ) from err
                     stats.skipped.append(where if where is not None else -1.0)
                     warnings.warn(
-                        f"{source.path.name}: skipped {message} ({_ffmpeg_message(err)})", RuntimeWarning, stacklevel=1
+                        f"{source.path.name}: skipped {message} ({_ffmpeg_message(err)})", LightBSRWarning, stacklevel=1
                     )
                     continue
                 items = []
@@ -640,7 +640,7 @@ def upscale_video(
         for stream in src.left_out:
             warnings.warn(
                 f"{source_path.name}: the {stream.type} stream #{stream.index} is not copied",
-                RuntimeWarning,
+                LightBSRWarning,
                 stacklevel=2,
             )
         policy = SceneIDR(options.idr, upscaler.estimate_image if upscaler.backend.can_split else None)
@@ -671,7 +671,7 @@ def upscale_video(
             record["interrupted"] = True
             warnings.warn(
                 f"interrupted: kept the first {job.sink.frames} frames in {target_path} (--keep-partial)",
-                RuntimeWarning,
+                LightBSRWarning,
                 stacklevel=2,
             )
             raise KeyboardInterrupt

@@ -28,16 +28,24 @@ def _bench_json(argv: list[str]) -> dict:
     return json.loads(out.getvalue())
 
 
-@pytest.mark.parametrize(
-    ("arch", "params", "gmacs_range"),
-    [("lightbsr_student_x4", 3_259_971, (205.9, 206.2)), ("kdsr_student_m_x4", 5_795_099, (258.1, 258.2))],
-)
-def test_cli_complexity_matches_the_papers_at_256(arch: str, params: int, gmacs_range: tuple[float, float]) -> None:
+# The papers' figures at 256 × 256 (LightBSR ICCV 2025, Table 3: "GFLOPs", which are multiply-accumulates):
+# LightBSR 206.16 G, KDSR 258.14 G. Tolerances: KDSR's figure is reproduced to its two decimals; LightBSR's
+# reference code counts 0.11 % fewer (its table also rounds the parameters, 3.1 M for 3,259,971), so it is
+# held to 0.15 %. Parameter counts are the reference code's (docs/models.md).
+PAPERS = {
+    "lightbsr_student_x4": (206.16, 0.0015, 3_259_971),
+    "kdsr_student_m_x4": (258.14, 0.005 / 258.14, 5_795_099),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(PAPERS))
+def test_cli_complexity_matches_the_papers_at_256(arch: str) -> None:
+    published, tolerance, params = PAPERS[arch]
     document = _bench_json([arch, "--complexity", "--size", "256", "--json"])
     (c,) = document["complexity"]
     assert (c["height"], c["width"], c["batch"]) == (256, 256, 1)
     assert c["params"] == params
-    assert gmacs_range[0] <= c["macs"] / 1e9 <= gmacs_range[1]
+    assert abs(c["macs"] / 1e9 - published) <= tolerance * published
     assert c["flops"] == 2 * c["macs"]
 
 

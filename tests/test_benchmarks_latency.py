@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,28 @@ def _broken_target() -> lat.Target:
     return lat.Target("broken", "test", "fp32", "cpu", prepare=prepare)
 
 
+def _dishonest_target(name: str, output: Callable[[np.ndarray], np.ndarray]) -> lat.Target:
+    def prepare() -> lat.Runner:
+        return output
+
+    return lat.Target(name, "test", "fp32", "cpu", prepare=prepare)
+
+
+def test_outputs_of_the_wrong_size_or_not_finite_fail_their_row(tiny: tuple[torch.nn.Module, Path]) -> None:
+    model, _ = tiny
+    with single_torch_thread():
+        targets = lat.torch_targets(model, "cpu", ["torch-fp32"])
+        targets += [
+            _dishonest_target("nan", lambda lr: np.full((*lr.shape[:2], 4 * lr.shape[2], 4 * lr.shape[3]), np.nan)),
+            _dishonest_target("x1", lambda lr: lr.copy()),
+        ]
+        rows = lat.measure(targets, [(8, 8)], [1], IMAGE, warmup=0, repeats=1, progress=False)
+    by = {r.target: r for r in rows}
+    assert by["torch-fp32"].status == "ok"
+    assert by["nan"].status == "failed" and "NaN or infinite" in by["nan"].reason
+    assert by["x1"].status == "failed" and "for a 1×3×8×8 input" in by["x1"].reason
+
+
 def test_measure_grid(tiny: tuple[torch.nn.Module, Path]) -> None:
     model, onnx_path = tiny
     with single_torch_thread():
@@ -115,15 +138,19 @@ def test_measure_grid(tiny: tuple[torch.nn.Module, Path]) -> None:
     assert all(by[("torch-fp32", w, b)].status == "ok" for w in (8, 12) for b in (1, 2))
 
 
-def test_forced_cpu_fp16_runs_or_fails_with_reason(tiny: tuple[torch.nn.Module, Path]) -> None:
+@pytest.mark.parametrize("target", ["torch-fp16", "torch-bf16"])
+def test_forced_cpu_half_precision_runs_and_is_measured_against_fp32(
+    tiny: tuple[torch.nn.Module, Path], target: str
+) -> None:
+    """CPU defaults skip fp16/bf16 (slow there); forced, each runs under autocast and is compared with fp32."""
     model, _ = tiny
     with single_torch_thread():
-        targets = lat.torch_targets(model, "cpu", ["torch-fp32", "torch-bf16"], force=["torch-bf16"])
+        targets = lat.torch_targets(model, "cpu", ["torch-fp32", target], force=[target])
         rows = lat.measure(targets, [(8, 8)], [1], IMAGE, warmup=0, repeats=1, progress=False)
-    bf16 = rows[1]
-    assert bf16.status in ("ok", "failed")
-    if bf16.status == "ok":
-        assert isinstance(bf16.psnr_vs_reference_db, float) and 15 < bf16.psnr_vs_reference_db < math.inf
+    row = rows[1]
+    assert (row.target, row.status, row.reason) == (target, "ok", "")
+    # autocast rounds: close to fp32 but not equal (bf16 keeps 8 mantissa bits, fp16 11)
+    assert isinstance(row.psnr_vs_reference_db, float) and 30 < row.psnr_vs_reference_db < math.inf
 
 
 def test_reference_must_come_first(tiny: tuple[torch.nn.Module, Path]) -> None:

@@ -51,7 +51,7 @@ def test_report_of_runs_made_by_lightbsr_upscale(datasets: Path, tmp_path: Path,
         assert main(["upscale", *map(str, args), "--codec", "ffv1", "--pix-fmt", "bgr0"]) == 0
         runs.append((idr, out, rep))
     document = report.report(work / "clip.json", runs, ["a note"])
-    json.dumps(document)  # serialisable
+    assert json.loads(json.dumps(document, allow_nan=False)) == document  # JSON, unchanged by a round trip
     bicubic, per_frame, fixed = document["rows"]
     assert document["true_cuts"] == [3] and per_frame["cuts_found"] == fixed["cuts_found"] == [3]
     assert (

@@ -14,7 +14,7 @@ import torch
 
 from lightbsr import degradation as D
 from lightbsr import metrics as M
-from lightbsr.errors import ConfigError, DatasetError, InputImageError
+from lightbsr.errors import ConfigError, DatasetError, InputImageError, ModelFileError
 from lightbsr.evaluation import (
     EvalResult,
     bicubic_upscale,
@@ -165,5 +165,13 @@ def test_bad_configuration(kwargs: dict[str, object]) -> None:
 
 
 def test_wrong_upscaler_output_shape() -> None:
-    with pytest.raises(ConfigError, match="upscale_fn returned"):
+    with pytest.raises(ModelFileError, match=r"returned 1×3×\d+×\d+ for a .* ×4"):
         evaluate(bicubic_upscale(2), IMAGES, scale=4, sigmas=[1.2], progress=False)
+
+
+def test_non_finite_upscaler_output_is_refused() -> None:
+    def nan_model(lr: torch.Tensor) -> torch.Tensor:
+        return torch.full((1, 3, 4 * lr.shape[2], 4 * lr.shape[3]), float("nan"))
+
+    with pytest.raises(ModelFileError, match="NaN or infinite"):
+        evaluate(nan_model, IMAGES, scale=4, sigmas=[1.2], progress=False)

@@ -226,14 +226,24 @@ def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     }
 
 
-@pytest.mark.parametrize("kind", ["wrong_arch", "corrupt", "authors", "onnx", "missing"])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("wrong_arch", "missing key(s)"),
+        ("corrupt", "not a readable safetensors file"),
+        ("authors", "lightbsr convert"),
+        ("onnx", "an ONNX model, not a lightbsr checkpoint"),
+        ("missing", "no such file"),
+    ],
+)
 def test_export_bad_checkpoint_is_one_line_exit_2_no_file(
-    bad_checkpoints: dict[str, Path], kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bad_checkpoints: dict[str, Path], kind: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out" / "model.onnx"
     assert main(["export", str(bad_checkpoints[kind]), "-o", str(out), "--split"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lightbsr: error:"), err
+    assert message in err and bad_checkpoints[kind].name in err, err
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 

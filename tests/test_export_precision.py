@@ -136,7 +136,9 @@ def test_int8_runs_in_onnx_runtime_cpu_and_split_graphs_compose(int8: dict) -> N
     (q,) = run(ort_session(out), {"lr": lr})
     (f,) = run(ort_session(int8["src"]), {"lr": lr})
     assert q.shape == f.shape and np.isfinite(q).all()
-    assert 0 < relative_error(torch.from_numpy(q), torch.from_numpy(f)) < 0.2
+    # random weights say nothing of INT8 accuracy (test_int8_drop_on_trained_weights judges that): only that
+    # the graph really computes in INT8, so differs from FP32
+    assert relative_error(torch.from_numpy(q), torch.from_numpy(f)) > 0
     estimator, restorer = contract.split_paths(out)
     assert read_onnx_metadata(restorer)[contract.META_GRAPH] == "restorer"
     idr = run(ort_session(estimator), {"lr": lr})
@@ -240,12 +242,41 @@ def test_cli_quantize_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytes
 
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage" * 10)
-    for args in (
-        [str(corrupt), "--fp16"],
-        [str(tmp_path / "missing.onnx"), "--fp16"],
-        [str(corrupt), "--int8"],  # no --calib
+    for args, message in (
+        ([str(corrupt), "--fp16"], "corrupt.onnx: not a readable ONNX model"),
+        ([str(tmp_path / "missing.onnx"), "--fp16"], "missing.onnx: no such file"),
+        ([str(corrupt), "--int8"], "--int8 needs calibration images"),  # no --calib
     ):
         assert main(["quantize", *args, "-o", str(tmp_path / "o" / "q.onnx")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("lightbsr: error:"), err
+        assert message in err, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_int8_drop_on_trained_weights(tmp_path: Path) -> None:
+    """INT8 is judged as the papers judge models: Y-PSNR of the protocol (σ 2.4), here INT8 against FP32."""
+    from lightbsr.errors import ConfigError as NoWeights
+    from lightbsr.evaluation import evaluate
+    from lightbsr.export import export_onnx
+    from lightbsr.weights import default_checkpoint
+
+    try:
+        checkpoint = default_checkpoint()
+    except NoWeights:
+        pytest.skip("needs trained weights: the bundled model (lightbsr/weights) is not in this build")
+    fp32 = export_onnx(checkpoint, tmp_path / "m.onnx", verify=False).path
+    int8 = tmp_path / "m.int8.onnx"
+    quantize_int8(fp32, int8, IMAGES.parent / "train", count=8, size=48, progress=False)
+
+    def protocol(path: Path) -> float:
+        model = ort_session(path)
+
+        def upscale(lr: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(run(model, {"lr": lr.numpy().astype(np.float32)})[0])
+
+        return evaluate(upscale, IMAGES, sigmas=[2.4], progress=False).mean_psnr(2.4)
+
+    drop = protocol(fp32) - protocol(int8)
+    assert drop <= 0.5, f"INT8 loses {drop:.2f} dB Y-PSNR against FP32"

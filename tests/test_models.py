@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import reference_io, reference_meta, reference_state_dict, relative_error
+from reference import load_reference_model, reference_io, reference_meta, reference_state_dict, relative_error
 
 from lightbsr.errors import CheckpointError, ConfigError
 from lightbsr.models import (
@@ -45,7 +45,7 @@ def _outputs(model: torch.nn.Module, name: str, io: dict[str, torch.Tensor]) -> 
 @pytest.fixture(scope="module", params=REFERENCE_ARCHS)
 def reference_model(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module]:
     name = request.param
-    return name, load_reference_checkpoint(reference_state_dict(name), name)
+    return name, load_reference_model(name)
 
 
 @torch.no_grad()
@@ -101,9 +101,7 @@ def test_lightbsr_odd_sizes(size: tuple[int, int]) -> None:
 
 @torch.no_grad()
 def test_teacher_accepts_drp_vector_or_map() -> None:
-    model = load_reference_checkpoint(
-        reference_state_dict("lightbsr_teacher_x4_setting2"), "lightbsr_teacher_x4_setting2"
-    )
+    model = load_reference_model("lightbsr_teacher_x4_setting2")
     lr = torch.rand(2, 3, 11, 9)
     drp = torch.randn(2, 18)
     map_form = drp[:, :, None, None].expand(-1, -1, 11, 9)

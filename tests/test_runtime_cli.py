@@ -11,12 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from reference import reference_state_dict
 from runtime_models import save_reference_checkpoint
 from safetensors.torch import save_file
 from test_runtime_imageio import png_header_only, random_image, save_with_orientation
 
+from lightbsr.checkpoint import load_checkpoint
 from lightbsr.cli import main
 from lightbsr.imageio import DEFAULT_MAX_PIXELS, read_image, write_image
 from lightbsr.runtime import cli as runtime_cli
@@ -79,6 +81,22 @@ def test_good_inputs_are_upscaled(name: str, tmp_path: Path, checkpoint: Path) -
     assert upscale("-i", source, "-o", target, "-m", checkpoint, "--tile", 0) == 0
     out = read_image(target)
     assert out.shape == shape and out.dtype == dtype
+    # the pixels are the model's: run here with torch directly (gray as RGB then BT.601 luma, alpha aside)
+    image = read_image(source)
+    peak = float(np.iinfo(image.dtype).max)
+    color = image if image.ndim == 2 else image[..., 0] if image.shape[2] == 2 else image[..., :3]
+    rgb = np.repeat(color[..., None], 3, axis=2) if color.ndim == 2 else color
+    model, _ = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        sr = model(torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / peak))[0].clamp(0, 1).numpy()
+    expected = np.tensordot([0.299, 0.587, 0.114], sr, axes=1) if color.ndim == 2 else sr.transpose(1, 2, 0)
+    if target.suffix in (".jpg", ".webp"):  # lossy: the expected pixels go through the same encoder
+        write_image(tmp_path / f"expected{target.suffix}", np.round(expected * peak).astype(image.dtype))
+        expected = read_image(tmp_path / f"expected{target.suffix}") / peak
+    got = (out if out.ndim == 2 else out[..., : expected.shape[-1] if expected.ndim == 3 else 1]).astype(float)
+    error = np.abs(got.reshape(expected.shape) / peak - expected)
+    assert error.mean() < 1e-3 and error.max() <= 2 / peak, name
+    assert got.std() > 0.01 * peak  # not a blank image
 
 
 def test_alpha_is_resized_not_generated(tmp_path: Path, checkpoint: Path) -> None:

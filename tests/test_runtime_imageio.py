@@ -12,7 +12,14 @@ import pytest
 from PIL import Image, ImageOps
 
 from lightbsr.errors import ConfigError, InputImageError
-from lightbsr.imageio import apply_orientation, check_output_path, probe_image, read_image, write_image
+from lightbsr.imageio import (
+    apply_orientation,
+    check_output_path,
+    check_output_size,
+    probe_image,
+    read_image,
+    write_image,
+)
 
 RNG = np.random.default_rng(7)
 
@@ -30,13 +37,6 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\0" * 16)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
-    return path
-
-
-def save_with_orientation(path: Path, array: np.ndarray, orientation: int) -> Path:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(array).save(path, exif=exif.tobytes())
     return path
 
 
@@ -92,14 +92,97 @@ def test_formats_without_16_bits_or_alpha_warn_and_convert(tmp_path: Path) -> No
     assert back.shape == (4, 4, 3) and back.dtype == np.uint8
 
 
+def save_with_orientation(path: Path, array: np.ndarray, orientation: int, **options: object) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(path, exif=exif.tobytes(), **options)
+    return path
+
+
+ORIENTED_FORMATS = {  # every readable format that carries EXIF, stored losslessly where it can be
+    ".png": {},
+    ".webp": {"lossless": True},
+    ".tif": {},
+    ".jpg": {"quality": 100, "subsampling": 0},
+}
+
+
+@pytest.mark.parametrize("suffix", ORIENTED_FORMATS)
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_applied_like_pillow(tmp_path: Path, orientation: int) -> None:
-    stored = random_image((4, 6, 3))
-    path = save_with_orientation(tmp_path / "o.png", stored, orientation)
+def test_exif_orientation_is_applied_once_in_every_format(tmp_path: Path, suffix: str, orientation: int) -> None:
+    stored = np.zeros((4, 6, 3), dtype=np.uint8)
+    stored[0, 0], stored[0, 5], stored[3, 0] = (255, 0, 0), (0, 255, 0), (0, 0, 255)  # three marked corners
+    stored[1:3, 1:5] = 128
+    path = save_with_orientation(tmp_path / f"o{suffix}", stored, orientation, **ORIENTED_FORMATS[suffix])
     assert probe_image(path).orientation == orientation
-    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)))
-    np.testing.assert_array_equal(read_image(path), expected)
-    np.testing.assert_array_equal(apply_orientation(stored, orientation), expected)
+    expected = apply_orientation(stored, orientation)
+    np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(Image.open(path))).shape, expected.shape)
+    got = read_image(path)
+    assert got.shape == expected.shape  # rotated twice would swap the sides back (orientations 5-8)
+    tolerance = 40 if suffix == ".jpg" else 0  # JPEG blurs the marked pixels a little
+    assert int(np.abs(got.astype(int) - expected.astype(int)).max()) <= tolerance
+
+
+def test_cmyk_is_read_as_rgb_without_an_alpha(tmp_path: Path) -> None:
+    cmyk = np.zeros((4, 5, 4), dtype=np.uint8)
+    cmyk[..., 1] = 255  # magenta ink only
+    for suffix in (".tif", ".jpg"):
+        Image.fromarray(cmyk, "CMYK").save(tmp_path / f"c{suffix}")
+        rgb = read_image(tmp_path / f"c{suffix}")
+        assert rgb.shape == (4, 5, 3), suffix
+        assert int(np.abs(rgb.astype(int) - [255, 0, 255]).max()) <= 2, suffix
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".webp"])
+def test_images_with_several_frames_are_refused(tmp_path: Path, suffix: str) -> None:
+    frames = [Image.fromarray(random_image((8, 8, 3))) for _ in range(3)]
+    path = tmp_path / f"anim{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with pytest.raises(InputImageError, match="with 3 frames") as info:
+        read_image(path)
+    assert "\n" not in str(info.value)
+
+
+def test_native_decoder_noise_stays_off_stderr(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    data = bytearray(cv2.imencode(".png", random_image((32, 32, 3)))[1].tobytes())
+    at = data.find(b"IDAT")
+    data[at + 12 : at + 24] = b"\0" * 12  # libpng reports a CRC error on stderr by itself
+    (tmp_path / "crc.png").write_bytes(bytes(data))
+    with pytest.raises(InputImageError, match="corrupt or truncated"):
+        read_image(tmp_path / "crc.png")
+    assert capfd.readouterr().err == ""
+
+
+def test_opencv_errors_and_memory_errors_become_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "x.png"
+    write_image(path, random_image((4, 4, 3)))
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise cv2.error("OpenCV(5.0.0) /src/loadsave.cpp:1: error: (-215:Assertion failed) size check in function 'x'")
+
+    monkeypatch.setattr(cv2, "imdecode", fails)
+    with pytest.raises(InputImageError, match="OpenCV cannot decode") as info:
+        read_image(path)
+    assert "\n" not in str(info.value)
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError()
+
+    monkeypatch.setattr(cv2, "imdecode", no_memory)
+    with pytest.raises(InputImageError, match="not enough memory"):
+        read_image(path)
+    monkeypatch.setattr(cv2, "imencode", fails)
+    with pytest.raises(ConfigError, match="cannot encode"):
+        write_image(tmp_path / "y.png", random_image((4, 4, 3)))
+    assert not (tmp_path / "y.png").exists()
+
+
+@pytest.mark.parametrize(("suffix", "side"), [(".webp", 16383), (".jpg", 65500)])
+def test_output_too_large_for_its_format_is_refused_before_encoding(suffix: str, side: int) -> None:
+    check_output_size(f"out{suffix}", side, 10)
+    with pytest.raises(ConfigError, match=f"{side} pixels a side"):
+        check_output_size(f"out{suffix}", side + 1, 10)
+    check_output_size("out.png", side + 1, 10)
 
 
 def test_rotated_jpeg_is_read_upright(tmp_path: Path) -> None:

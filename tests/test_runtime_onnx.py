@@ -209,7 +209,9 @@ def test_allocation_failures_count_as_out_of_memory(ort_upscaler: Upscaler) -> N
     assert backend.is_out_of_memory(RuntimeError("[ONNXRuntimeError] : 6 : Failed to allocate memory for requested"))
     assert backend.is_out_of_memory(MemoryError())
     assert not backend.is_out_of_memory(RuntimeError("shape mismatch"))
-    assert json.dumps(backend.describe())  # serialisable for --json
+    described = backend.describe()
+    assert json.loads(json.dumps(described)) == described  # what --json prints, unchanged by a round trip
+    assert (described["backend"], described["device"]) == ("onnxruntime", "cpu")
 
 
 def test_consistency_figures_script_runs(exported: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:

@@ -419,7 +419,9 @@ def _build(toy: Path, cache: Path, builds: Builds, shapes: trtb.EngineShapes, **
     return engines
 
 
-def test_split_engines_are_built_once_then_reused(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
+def test_split_engines_are_built_once_then_reused_with_a_stand_in(
+    fake_trt: FakeTensorRT, toy: Path, tmp_path: Path
+) -> None:
     builds, shapes, cache = Builds(), trtb.EngineShapes(image=64, tile=16, batch=2), tmp_path / "cache"
     messages: list[str] = []
     engines = _build(toy, cache, builds, shapes, report=messages.append)
@@ -441,7 +443,7 @@ def test_split_engines_are_built_once_then_reused(fake_trt: FakeTensorRT, toy: P
         _build(toy, cache, builds, shapes)
 
 
-def test_builds_refused_before_building(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
+def test_builds_refused_before_building_with_a_stand_in(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
     builds = Builds()
     found = loader.import_tensorrt()
     assert found is not None
@@ -464,7 +466,7 @@ def test_builds_refused_before_building(fake_trt: FakeTensorRT, toy: Path, tmp_p
 
 
 @pytest.mark.parametrize("fp16", [False, True])
-def test_tensorrt_upscale_matches_onnxruntime(
+def test_stand_in_tensorrt_backend_reproduces_its_onnx_on_onnxruntime(
     fake_trt: FakeTensorRT, toy: Path, lr: np.ndarray, tmp_path: Path, fp16: bool
 ) -> None:
     builds = Builds()
@@ -497,7 +499,7 @@ def test_tensorrt_upscale_matches_onnxruntime(
     assert info["buffers"] == "fake" and info["max_input_size"] == [16, 16]
 
 
-def test_prebuilt_split_engines_and_tile_cap(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
+def test_prebuilt_split_engines_and_tile_cap_with_a_stand_in(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
     restorer_range = ShapeRange((1, 3, 8, 8), (1, 3, 32, 32), (2, 3, 48, 32))
     whole = ShapeRange((1, 3, 8, 8), (1, 3, 64, 64), (1, 3, 64, 64))
     engine = _prebuilt(toy, tmp_path / "engines", restorer_range, estimator_range=whole)
@@ -521,7 +523,7 @@ def test_prebuilt_split_engines_and_tile_cap(fake_trt: FakeTensorRT, toy: Path, 
         Upscaler(engine, tile=16).upscale_lr(big)
 
 
-def test_full_engine_alone_runs_whole_images_and_per_tile_estimates(
+def test_full_engine_alone_runs_whole_images_and_per_tile_estimates_with_a_stand_in(
     fake_trt: FakeTensorRT, toy: Path, lr: np.ndarray, tmp_path: Path
 ) -> None:
     for split in contract.split_paths(toy):
@@ -536,7 +538,9 @@ def test_full_engine_alone_runs_whole_images_and_per_tile_estimates(
     assert per_tile.shape == (3, 160, 112) and 20 < psnr(per_tile, expected_sr(lr)) < 60  # per-tile means differ
 
 
-def test_engine_mismatch_is_one_line_before_deserializing(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
+def test_engine_mismatch_is_one_line_before_deserializing_with_a_stand_in(
+    fake_trt: FakeTensorRT, toy: Path, tmp_path: Path
+) -> None:
     lr_range = ShapeRange((1, 3, 8, 8), (1, 3, 32, 32), (1, 3, 64, 64))
     other_gpu = _prebuilt(toy, tmp_path / "a100", lr_range, gpu=GpuInfo("NVIDIA A100-SXM4-80GB", "8.0"))
     with pytest.raises(EngineMismatchError, match=r"built for NVIDIA A100-SXM4-80GB \(compute capability 8.0\), this"):
@@ -555,7 +559,7 @@ def test_engine_mismatch_is_one_line_before_deserializing(fake_trt: FakeTensorRT
         trtb.load(good)
 
 
-def test_foreign_engines_are_refused(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
+def test_foreign_engines_are_refused_with_a_stand_in(fake_trt: FakeTensorRT, toy: Path, tmp_path: Path) -> None:
     lr_range = ShapeRange((1, 3, 8, 8), (1, 3, 32, 32), (1, 3, 64, 64))
     int8_io = _prebuilt(toy, tmp_path / "int8", lr_range, io="INT8")
     with pytest.raises(ModelFileError, match="tensor lr is INT8; lightbsr engines take float32 or float16"):
@@ -583,7 +587,7 @@ def test_foreign_engines_are_refused(fake_trt: FakeTensorRT, toy: Path, tmp_path
         trtb.load(corrupt)
 
 
-def test_lean_runtime_needs_version_compatible_engines(
+def test_lean_runtime_needs_version_compatible_engines_with_a_stand_in(
     fake_trt: FakeTensorRT, toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = _prebuilt(toy, tmp_path / "engines", ShapeRange((1, 3, 8, 8), (1, 3, 32, 32), (1, 3, 64, 64)))
@@ -647,7 +651,7 @@ def test_cli_engine_cache_option_is_for_tensorrt(toy: Path, tmp_path: Path, caps
     assert "--engine-cache is for the tensorrt backend" in _one_error_line(capsys.readouterr().err)
 
 
-def test_cli_builds_engines_on_first_use_then_reuses_them(
+def test_cli_builds_engines_on_first_use_then_reuses_them_with_a_stand_in(
     fake_trt: FakeTensorRT,
     toy: Path,
     tmp_path: Path,

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightbsr.runtime import tiling
-from lightbsr.runtime.tiling import Blender, Tile, axis_starts, plan_tiles, raised_cosine_ramp, tile_window
+from lightbsr.runtime.tiling import (
+    Blender,
+    Tile,
+    axis_starts,
+    overlap_margin,
+    plan_tiles,
+    raised_cosine_ramp,
+    tile_window,
+)
 
 
 @st.composite
@@ -117,6 +125,31 @@ def test_window_shape_on_a_worked_example() -> None:
     np.testing.assert_allclose(middle[2:6], ramp, rtol=1e-6)
     np.testing.assert_allclose(middle[6:10], 1.0)
     assert ramp[0] > 0 and np.allclose(ramp + ramp[::-1], 1.0)
+
+
+@pytest.mark.parametrize(
+    ("overlap", "margin"),
+    # ⌊O/4⌋ written out (not computed): small odd overlaps are where ⌊O/4⌋ and other roundings part ways
+    [(0, 0), (1, 0), (2, 0), (3, 0), (4, 1), (5, 1), (6, 1), (7, 1), (9, 2), (11, 2), (13, 3), (15, 3)],
+)
+def test_overlap_margin_worked_examples(overlap: int, margin: int) -> None:
+    assert overlap_margin(overlap) == margin
+
+
+def test_window_of_an_odd_overlap_worked_example() -> None:
+    # overlap 7 → margin ⌊7/4⌋ = 1 zero, then a ramp of 7 − 2 = 5, on each inner side of a 12-pixel tile;
+    # at scale 2 every count doubles
+    ramp = raised_cosine_ramp(5)
+    inner = tile_window(Tile(0, 9, 1, 12), 1, 40, 7)[0]  # both sides inside the image
+    np.testing.assert_allclose(inner[:1], 0.0)
+    np.testing.assert_allclose(inner[1:6], ramp, rtol=1e-6)
+    np.testing.assert_allclose(inner[6:11], ramp[::-1], rtol=1e-6)
+    np.testing.assert_allclose(inner[11:], 0.0)
+    doubled = tile_window(Tile(0, 9, 1, 12), 1, 40, 7, scale=2)[0]
+    np.testing.assert_allclose(doubled[:2], 0.0)
+    np.testing.assert_allclose(doubled[2:12], raised_cosine_ramp(10), rtol=1e-6)
+    np.testing.assert_allclose(doubled[12:22], raised_cosine_ramp(10)[::-1], rtol=1e-6)
+    np.testing.assert_allclose(doubled[22:], 0.0)
 
 
 def test_zero_overlap_pastes_tiles() -> None:

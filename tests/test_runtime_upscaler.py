@@ -16,7 +16,7 @@ from lightbsr.benchmarks.consistency import psnr
 from lightbsr.errors import ConfigError, ModelFileError, OutOfMemoryError
 from lightbsr.models import build_model
 from lightbsr.runtime import IDR, Backend, Upscaler, memory
-from lightbsr.runtime.tiling import balanced_tile
+from lightbsr.runtime.tiling import balanced_tile, plan_tiles
 from lightbsr.runtime.upscaler import DEFAULT_OVERLAP
 
 SCALE = 4
@@ -220,9 +220,18 @@ def test_shared_estimate_that_cannot_fit_is_refused(lr_image: np.ndarray) -> Non
     backend.free = 1000  # bytes: nothing fits
     with pytest.raises(OutOfMemoryError, match="--no-shared-idr"):
         Upscaler(backend, tile=16, tile_overlap=4).upscale_lr(lr_image)
-    Upscaler(backend, tile=16, tile_overlap=4, shared_idr=False).upscale_lr(
-        lr_image
-    )  # per-tile estimates need no whole-image pass
+    # per-tile estimates need no whole-image pass: each tile is estimated (and restored) on its own
+    per_tile = Upscaler(backend, tile=16, tile_overlap=4, shared_idr=False).upscale_lr(lr_image)
+    tiles = plan_tiles(37, 29, balanced_tile(37, 29, 16, 4), 4)  # blend tiles are balanced
+    assert backend.calls["estimate"] == len(tiles)
+    whole = Upscaler(PointwiseBackend(), tile=0).upscale_lr(lr_image)
+    # the pointwise restorer adds the channel means: tiled, each pixel gets a blend of its tiles' means
+    shifts = np.array([lr_image[:, t.y : t.y + t.height, t.x : t.x + t.width].mean(axis=(1, 2)) for t in tiles])
+    shifts -= lr_image.mean(axis=(1, 2))
+    difference = per_tile - whole
+    for c in range(3):
+        assert shifts[:, c].min() - 1e-5 <= difference[c].min() <= difference[c].max() <= shifts[:, c].max() + 1e-5
+    assert np.abs(difference).max() > 1e-3  # the tiles' own estimates were used, not the image's
 
 
 @pytest.mark.parametrize(("height", "width", "tile"), [(37, 41, 12), (50, 33, 8), (9, 7, 4), (40, 36, 64)])

@@ -432,7 +432,7 @@ BAD_OUTPUTS: dict[str, tuple[list[str], str]] = {
     "no_container": (["-o", "out.mp9"], "a video is upscaled into a video file"),
     "pix_fmt": (["-o", "out.mkv", "--pix-fmt", "rgb24"], "libx264 does not take pixel format rgb24"),
     "crf_for_ffv1": (["-o", "out.mkv", "--codec", "ffv1", "--crf", "10"], "--crf is for libx264 and libx265"),
-    "crf_range": (["-o", "out.mkv", "--crf", "60"], "--crf must be in 0–51"),
+    "crf_range": (["-o", "out.mkv", "--crf", "60"], "argument --crf: must be in [0, 51], got 60"),
     "threshold": (["-o", "out.mkv", "--scene-threshold", "0"], "--scene-threshold is a histogram distance"),
     "per_tile_idr": (["-o", "out.mkv", "--no-shared-idr"], "--no-shared-idr is for images"),
     "unwritable": (["-o", "file.txt/out.mkv"], "file.txt"),

@@ -99,7 +99,7 @@ def test_cli_refuses_before_starting(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["serve", "-m", str(tmp_path / "m.onnx"), "--http-port", "9000", "--grpc-port", "9000"]) == 2
     assert "must differ" in capsys.readouterr().err
     assert main(["serve", "-m", str(tmp_path / "m.onnx"), "--instances", "0"]) == 2
-    assert "--instances must be ≥ 1" in capsys.readouterr().err
+    assert "argument --instances: must be ≥ 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pytriton") is not None, reason="nvidia-pytriton is installed here")

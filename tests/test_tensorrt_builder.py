@@ -160,7 +160,9 @@ def install(monkeypatch: pytest.MonkeyPatch, fake: FakeTensorRT) -> FakeTensorRT
     return fake
 
 
-def test_weakly_typed_trt10_build(graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weakly_typed_trt10_build_with_a_stand_in(
+    graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trt = install(monkeypatch, FakeTensorRT("10.13.0.35"))
     engine, timing = tmp_path / "m.engine", tmp_path / "timing.cache"
     timing.write_bytes(b"old timings")
@@ -187,7 +189,9 @@ def test_weakly_typed_trt10_build(graphs: dict[str, Path], tmp_path: Path, monke
     check_engine(engine, tensorrt_version="10.13.0.35", gpu=GPU, onnx_sha256=sidecar.onnx_sha256)
 
 
-def test_strongly_typed_builds(graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strongly_typed_builds_with_a_stand_in(
+    graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trt10 = install(monkeypatch, FakeTensorRT("10.3.0"))
     builder.build_engine(graphs["qdq"], tmp_path / "q10.engine", BuildSettings(int8=True), progress=False)
     assert trt10.configured("network flags") == [1 << 1] and trt10.configured("flag") == []
@@ -205,7 +209,7 @@ def test_strongly_typed_builds(graphs: dict[str, Path], tmp_path: Path, monkeypa
     assert sidecar.strongly_typed and sidecar.precision == "int8"
 
 
-def test_parse_and_build_failures_are_one_line_and_write_nothing(
+def test_parse_and_build_failures_are_one_line_and_write_nothing_with_a_stand_in(
     graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     install(monkeypatch, FakeTensorRT("10.13", parse_ok=False))
@@ -219,7 +223,9 @@ def test_parse_and_build_failures_are_one_line_and_write_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_build_without_a_gpu(graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_build_without_a_gpu_with_a_stand_in(
+    graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lightbsr.cli import main
 
     install(monkeypatch, FakeTensorRT("10.13"))

@@ -158,9 +158,21 @@ def test_installed_stubs_parse_once_fixed() -> None:
     ast.parse(_fixer().fix_stub(text))
 
 
-def test_installed_version_is_a_version_or_none() -> None:
-    version = installed_version()
-    assert version is None or version[0].isdigit()
+def test_installed_version_is_the_tensorrt_package_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in tensorrt modules (no TensorRT here): the full module's version, None for the lean runtime only."""
+    import types
+
+    full = types.ModuleType("tensorrt")
+    full.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
+    full.Builder = object  # type: ignore[attr-defined]
+    full.Runtime = object  # type: ignore[attr-defined]
+    full.Logger = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", full)
+    assert installed_version() == "10.13.0.35"
+    del full.Builder  # a runtime that cannot build engines has no version to build with
+    assert installed_version() is None
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installed: import fails
+    assert installed_version() is None
 
 
 def test_print_trtexec_without_bindings_does_not_promise_same_cc(

@@ -105,6 +105,9 @@ def test_replaced_engine_bytes_are_detected(tmp_path: Path) -> None:
         ({"hardware_compatibility": "ampere+"}, "10.13.0.35", T4, "Ampere and newer"),
         ({"version_compatible": True}, "10.12.0.36", H100, "does not extend"),  # older runtime
         ({"version_compatible": True}, "12.0", H100, "does not extend"),
+        ({}, "10.13.1.12", H100, "built with TensorRT 10.13.0.35 but TensorRT 10.13.1.12"),  # another patch release
+        ({}, "10.14.0.35", H100, "built with TensorRT 10.13.0.35 but TensorRT 10.14.0.35"),  # another minor
+        ({"hardware_compatibility": "ampere+"}, "10.13.0.35", GpuInfo("Tesla V100", "7.5"), "Ampere and newer"),
     ],
 )
 def test_mismatches_are_explained(changes: dict, version: str, gpu: GpuInfo, message: str) -> None:
@@ -119,6 +122,8 @@ def test_mismatches_are_explained(changes: dict, version: str, gpu: GpuInfo, mes
         ({}, "10.13.0.35", H100),
         ({}, "10.13.0.35.post1", H100),  # same release, repackaged
         ({"hardware_compatibility": "ampere+"}, "10.13.0.35", A10),
+        ({"hardware_compatibility": "ampere+"}, "10.13.0.35", GpuInfo("NVIDIA A100-SXM4-80GB", "8.0")),  # the edge
+        ({}, "10.13.0.36", H100),  # only the build number differs: the same release
         ({"hardware_compatibility": "ampere+"}, "10.13.0.35", ORIN),
         ({"version_compatible": True}, "10.16.1.11", H100),
         ({"version_compatible": True}, "11.4.0.106", H100),  # documented 10 → 11

@@ -187,12 +187,16 @@ def test_kdsr_teacher_and_student(tmp_path: Path) -> None:
     common = ["--setting", 2, "--data", TRAIN, "--patch-size", 16, "--arch", "kdsr"]
     _train("teacher", *common, "--out", tmp_path / "teacher", "--iterations", 3)
     _train(
-        "student", *common, "--out", tmp_path / "student", "--teacher", tmp_path / "teacher", "--iterations", 4,
-        "--stage1-iterations", 2, "--val-data", IMAGES, "--val-every", 2, "--val-patch", 64,
+        "student", *common, "--out", tmp_path / "student", "--teacher", tmp_path / "teacher", "--iterations", 5,
+        "--val-data", IMAGES, "--val-every", 2, "--val-patch", 64,
     )  # fmt: skip
     teacher_log, student_log = _log(tmp_path / "teacher"), _log(tmp_path / "student")
     assert [r["stage"] for r in teacher_log] == ["2", "2", "2"]
-    assert [r["l1"] != "" for r in student_log] == [False, False, True, True]
+    # KDSR's recipe (the default): stage 1 is 100 of the 500 epochs of the setting-2 student, at 2e-4, then 1e-4
+    assert [r["l1"] != "" for r in student_log] == [False, True, True, True, True]
+    # the plan keeps its proportions over 5 iterations: stage 2 halves every 125/500 of the run
+    assert [float(r["lr"]) for r in student_log] == [2e-4, 1e-4, 1e-4, 5e-5, 2.5e-5]
+    assert [float(r["lr"]) for r in teacher_log] == [1e-4, 5e-5, 2.5e-5]
     model, config = load_checkpoint(tmp_path / "student" / "best.safetensors")
     assert config.arch == "kdsr_student_m_x4" and config.setting == 2
     with torch.no_grad():

@@ -288,8 +288,7 @@ def test_optimizer_state_round_trips_by_parameter_name() -> None:
     names = [n for n, _ in model.named_parameters()]
     tensors, meta = S.optimizer_state_tensors(opt, names)
     assert "0.weight/exp_avg" in tensors and "1.weight/exp_avg" not in tensors
-    json.dumps(meta)  # JSON-able
-    _, fresh = make()
+    _, fresh = make()  # the state is restored from meta as the resume state stores it: JSON
     S.load_optimizer_state(fresh, names, tensors, json.loads(json.dumps(meta)))
     a, b = opt.state_dict(), fresh.state_dict()
     assert a["param_groups"] == b["param_groups"]

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from lightbsr.argparsing import add_command
+from lightbsr.argparsing import add_command, float_range, int_range
 
 TRAIN_DESCRIPTION = """\
 Train a teacher, then distil it into a student (the LightBSR / KDSR protocol of docs/models.md).
@@ -20,7 +20,10 @@ The schedule is counted in iterations of one global batch: --iterations (default
 "epochs" of ~1000 iterations) splits into stage 1 (--stage1-iterations, default iterations//7:
 estimator pre-training / distillation only) and stage 2 (whole network, linear warm-up over
 --warmup-iterations, default 5/600 of stage 2, then cosine 2e-4 → 1e-6). The KDSR teacher trains
-in one stage. Degradations are synthesised on the training device for every batch.
+in one stage. Degradations are synthesised on the training device for every batch. That is
+LightBSR's recipe; KDSR trains with its own by default (--recipe kdsr: Adam β2 0.999, 500 epochs,
+1e-4 halved every 125 epochs, stage 1 only for the setting-2 student, one degradation per batch;
+--recipe lightbsr for the above; both in training/README.md).
 
 Under a deadline, --time-budget 2h30m replaces the iteration counts: stage 1 takes --stage1-share
 of the time, the warm-up 5/600 of stage 2's time, and the cosine ends when the time does (the
@@ -88,32 +91,43 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="upscaling factor")
 
     s = p.add_argument_group("schedule")
-    s.add_argument("--iterations", type=int, default=700_000, help="total iterations, both stages")
+    s.add_argument("--iterations", type=int_range(1), default=700_000, help="total iterations, both stages")
     s.add_argument(
         "--stage1-iterations",
-        type=int,
+        type=int_range(0),
         default=argparse.SUPPRESS,
         help="iterations of stage 1 (default: iterations//7, the papers' 100:600 epochs; 0 for the KDSR teacher)",
     )
     s.add_argument(
         "--warmup-iterations",
-        type=int,
+        type=int_range(0),
         default=argparse.SUPPRESS,
         help="linear warm-up at the start of stage 2 (default: 5/600 of stage 2, the papers' 5 epochs)",
     )
-    s.add_argument("--batch-size", type=int, default=64, help="global batch (images per iteration, all GPUs)")
-    s.add_argument("--patch-size", type=int, default=64, help="LR patch side (the HR patch is scale× larger)")
+    s.add_argument("--batch-size", type=int_range(1), default=64, help="global batch (images per iteration, all GPUs)")
+    s.add_argument("--patch-size", type=int_range(4), default=64, help="LR patch side (the HR patch is scale× larger)")
     s.add_argument(
         "--crops",
-        type=int,
+        type=int_range(1),
         default=argparse.SUPPRESS,
         help="positive crops per image sharing a degradation (default: 4 for the LightBSR teacher, else 1)",
     )
-    s.add_argument("--lr", type=float, default=2e-4, help="learning rate (stage 1, and the stage-2 peak)")
-    s.add_argument("--min-lr", type=float, default=1e-6, help="end of the stage-2 cosine")
+    s.add_argument(
+        "--lr", type=float_range(0.0, low_open=True), default=2e-4, help="learning rate (stage 1, and the stage-2 peak)"
+    )
+    s.add_argument("--min-lr", type=float_range(0.0, low_open=True), default=1e-6, help="end of the stage-2 cosine")
+    s.add_argument(
+        "--recipe",
+        choices=("kdsr", "lightbsr"),
+        default=argparse.SUPPRESS,
+        help="the authors' training recipe (default: the family's own). kdsr: Adam β2 0.999, 1e-4 halved every "
+        "125 epochs (150 for the setting-1 student), stage 1 only for the setting-2 student, one degradation per "
+        "batch, a student's estimator not copied from the teacher (see training/README.md); lightbsr: this "
+        "command's stage 1, warm-up and cosine",
+    )
     s.add_argument(
         "--kd-l1-weight",
-        type=float,
+        type=float_range(0.0),
         default=argparse.SUPPRESS,
         help="weight of the L1 term of distillation (default: 0.1 for LightBSR's channel IDR, 0 for KDSR)",
     )
@@ -134,13 +148,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--stage1-share",
-        type=float,
+        type=float_range(0.0, 1.0),
         default=argparse.SUPPRESS,
         help="with --time-budget: the share of the time spent in stage 1 (default: 1/7, the papers' 100:600; "
         "0 for the KDSR teacher)",
     )
-    s.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, degradations")
-    s.add_argument("--stop-at", type=int, default=argparse.SUPPRESS, help="save and stop after this iteration")
+    s.add_argument(
+        "--seed", type=int_range(0), default=0, help="seed of initialisation, data order, crops, degradations"
+    )
+    s.add_argument("--stop-at", type=int_range(1), default=argparse.SUPPRESS, help="save and stop after this iteration")
 
     r = p.add_argument_group("runtime")
     r.add_argument(
@@ -151,11 +167,14 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--device", choices=("cpu", "cuda"), default=argparse.SUPPRESS, help="default: cuda if available")
     r.add_argument(
-        "--workers", type=int, default=argparse.SUPPRESS, help="DataLoader workers (default: 0 on CPU, 8 on CUDA)"
+        "--workers",
+        type=int_range(0),
+        default=argparse.SUPPRESS,
+        help="DataLoader workers (default: 0 on CPU, 8 on CUDA)",
     )
     r.add_argument(
         "--threads",
-        type=int,
+        type=int_range(1),
         default=argparse.SUPPRESS,
         help="CPU threads for PyTorch (default on the CPU: the CPUs this process may use, affinity and cgroup quota)",
     )
@@ -166,7 +185,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         default=argparse.SUPPRESS,
         help="keep NCHW tensors (default: channels-last, faster for these convolutions on CPU and GPU)",
     )
-    r.add_argument("--cache-mb", type=int, default=4096, help="decoded training images kept in RAM (per process)")
+    r.add_argument(
+        "--cache-mb", type=int_range(0), default=4096, help="decoded training images kept in RAM (per process)"
+    )
     r.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower on CUDA)")
     r.add_argument("--resume", action="store_true", help="continue RUN from its latest state (start if it has none)")
     r.add_argument(
@@ -174,12 +195,18 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
 
     o = p.add_argument_group("logging, validation and checkpoints")
-    o.add_argument("--log-every", type=int, default=100, help="iterations per log.csv row (mean losses, speed)")
+    o.add_argument(
+        "--log-every", type=int_range(1), default=100, help="iterations per log.csv row (mean losses, speed)"
+    )
     o.add_argument("--val-data", default=argparse.SUPPRESS, metavar="DIR", help="benchmark HR images to validate on")
-    o.add_argument("--val-every", type=int, default=5000, help="iterations between validations (0: never)")
-    o.add_argument("--val-images", type=int, default=5, help="validation images (the first ones of --val-data)")
-    o.add_argument("--val-patch", type=int, default=256, help="centre crop side of validation HR images")
-    o.add_argument("--save-every", type=int, default=5000, help="iterations between saved states (and at the end)")
+    o.add_argument("--val-every", type=int_range(0), default=5000, help="iterations between validations (0: never)")
+    o.add_argument(
+        "--val-images", type=int_range(1), default=5, help="validation images (the first ones of --val-data)"
+    )
+    o.add_argument("--val-patch", type=int_range(16), default=256, help="centre crop side of validation HR images")
+    o.add_argument(
+        "--save-every", type=int_range(0), default=5000, help="iterations between saved states (and at the end)"
+    )
     o.add_argument(
         "--save-dtype",
         choices=("auto", "fp32", "fp16"),
@@ -224,7 +251,13 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="checkpoint (.safetensors), ONNX file, 'bicubic' or 'default'")
     p.add_argument("--dataset", nargs="+", action="extend", required=True, metavar="DIR", help="folder(s) of HR images")
     p.add_argument("--setting", type=int, choices=(1, 2), default=1, help="degradation setting of the protocol")
-    p.add_argument("--sigma", type=float, nargs="+", default=[1.2, 2.4, 3.6], help="isotropic kernel widths")
+    p.add_argument(
+        "--sigma",
+        type=float_range(0.0, low_open=True),
+        nargs="+",
+        default=[1.2, 2.4, 3.6],
+        help="isotropic kernel widths",
+    )
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="upscaling factor")
     p.add_argument("--ssim", action="store_true", help="show SSIM beside PSNR in the table")
     p.add_argument("--json", action="store_true", help="print mean PSNR/SSIM per σ and dataset as JSON")

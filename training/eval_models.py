@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightbsr.contract import INPUT_LR, META_SCALE, OUTPUT_SR
+from lightbsr.contract import INPUT_LR, META_SCALE, OUTPUT_SR, parse_scale
 from lightbsr.degradation import isotropic_kernel
 from lightbsr.errors import ConfigError, ModelFileError
 from lightbsr.evaluation import EvalResult, UpscaleFn, bicubic_upscale, evaluate
@@ -96,8 +96,13 @@ def _onnx_model(path: Path, scale: int) -> EvalModel:
             f"got inputs {sorted(inputs)} and outputs {sorted(outputs)}"
         )
     meta = model.get_modelmeta().custom_metadata_map or {}
-    if meta.get(META_SCALE) and int(meta[META_SCALE]) != scale:
-        raise ConfigError(f"{path} is a ×{meta[META_SCALE]} model; pass --scale {meta[META_SCALE]}")
+    if meta.get(META_SCALE):
+        try:
+            declared = parse_scale(meta[META_SCALE])
+        except ConfigError as err:
+            raise ModelFileError(f"{path}: bad {META_SCALE} metadata: {err}") from None
+        if declared != scale:
+            raise ConfigError(f"{path} is a ×{declared} model; pass --scale {declared}")
     dtype = np.float16 if inputs[INPUT_LR].type == "tensor(float16)" else np.float32
 
     def upscale(lr: torch.Tensor) -> torch.Tensor:

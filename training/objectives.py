@@ -283,18 +283,20 @@ class KDSRStudentObjective(_Distillation):
 # --------------------------------------------------------------------------- student initialisation
 
 
-def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
+def init_student_from_teacher(student: nn.Module, teacher: nn.Module, *, estimator: bool = True) -> list[str]:
     """Copy the teacher's weights into the student, except the estimator's first convolution.
 
     The student's estimator sees only the LR image, so its first convolution has another
     number of input channels; every other student tensor (estimator, converter, SR
     network, BatchNorm statistics) is copied. Teacher-only tensors (projector, key
-    encoder, queue, PCA basis) are ignored. Returns the names left at their initial value.
+    encoder, queue, PCA basis) are ignored. With ``estimator=False`` (KDSR's recipe: the
+    KDSR code's ``strict=False`` load of the teacher matches only the restorer's keys) the
+    whole estimator keeps its initialisation. Returns the names left at their initial value.
     """
     first_conv = "estimator.layers.0.conv." if isinstance(student, LightBSR) else "estimator.head."
     source = teacher.state_dict()
     target = student.state_dict()
-    kept = [name for name in target if name.startswith(first_conv)]
+    kept = [name for name in target if name.startswith(first_conv if estimator else "estimator.")]
     copied = {}
     for name, value in target.items():
         if name in kept:

@@ -71,12 +71,23 @@ from .objectives import (
     init_student_from_teacher,
 )
 from .process import StopRequest, iteration_seed, seed_everything, setup_process
+from .recipes import (
+    KDSRClockSchedule,
+    KDSRSchedule,
+    Recipe,
+    apply_recipe,
+    default_recipe,
+    kdsr_plan,
+    kdsr_values,
+    recipe,
+    share_degradation,
+)
 from .schedule import ClockSchedule, Schedule, format_duration
 from .validation import Validator
 
 __all__ = ["Schedule", "TrainConfig", "TrainResult", "TrainingError", "load_teacher", "train"]
 
-ADAM_BETAS = (0.9, 0.99)
+ADAM_BETAS = (0.9, 0.99)  # LightBSR's recipe; each recipe has its own (training/recipes.py)
 ADAM_EPS = 1e-8
 CHECKPOINT = "model.safetensors"
 BEST = "best.safetensors"
@@ -115,6 +126,7 @@ class TrainConfig:
     lr: float = 2e-4
     min_lr: float = 1e-6
     kd_l1_weight: float | None = None
+    recipe: str | None = None  # "lightbsr" | "kdsr" (training/recipes.py); None: the family's own
     seed: int = 0
     amp: str = "auto"
     device: str | None = None
@@ -148,6 +160,7 @@ class TrainConfig:
         "lr",
         "min_lr",
         "kd_l1_weight",
+        "recipe",
         "seed",
         "amp",
     )
@@ -155,6 +168,7 @@ class TrainConfig:
     def resolved(self, device: torch.device) -> TrainConfig:
         """A copy with defaults filled in and every value checked (raises ConfigError)."""
         c = dataclasses.replace(self)
+        kdsr_recipe = apply_recipe(c)
         if c.role not in ("teacher", "student"):
             raise ConfigError(f"role must be 'teacher' or 'student', got {c.role!r}")
         if c.arch not in ("lightbsr", "kdsr"):
@@ -228,10 +242,16 @@ class TrainConfig:
             raise ConfigError("--log-every must be >= 1")
         if c.stop_at is not None and not (0 < c.stop_at <= c.iterations or (c.time_budget and c.stop_at > 0)):
             raise ConfigError(f"--stop-at must be in [1, {c.iterations}], got {c.stop_at}")
+        if kdsr_recipe:  # the KDSR code's rates and stages (training/recipes.py), in the fields the logs show
+            c = dataclasses.replace(c, **kdsr_values(c))
         return c
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(self.arch, self.role, self.scale, self.setting)  # type: ignore[arg-type]
+
+    @property
+    def training_recipe(self) -> Recipe:
+        return recipe(self.recipe or default_recipe(self.arch), self.arch)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -381,15 +401,25 @@ class Trainer:
             self.manifest, self.saved_model, self.saved_optimizer = run_state.read_state(folder)
             config = _merge_resumed(config, self.manifest["config"])
         self.config = config = config.resolved(device)
-        self.schedule: Schedule | ClockSchedule
+        self.schedule: Schedule | ClockSchedule | KDSRSchedule
+        kdsr = kdsr_plan(config.role, config.setting) if config.recipe == "kdsr" else None
         if config.time_budget is not None:
             assert config.stage1_share is not None
-            self.schedule = ClockSchedule(config.time_budget, config.stage1_share, config.lr, config.min_lr)
+            if kdsr is not None:
+                self.schedule = KDSRClockSchedule(
+                    config.time_budget, config.stage1_share, config.lr, config.min_lr, step_plan=kdsr
+                )
+            else:
+                self.schedule = ClockSchedule(config.time_budget, config.stage1_share, config.lr, config.min_lr)
             self.stop = config.stop_at or sys.maxsize
         else:
             assert config.stage1_iterations is not None and config.warmup_iterations is not None
-            self.schedule = Schedule(
-                config.iterations, config.stage1_iterations, config.warmup_iterations, config.lr, config.min_lr
+            self.schedule = (
+                KDSRSchedule(config.iterations, kdsr)
+                if kdsr is not None
+                else Schedule(
+                    config.iterations, config.stage1_iterations, config.warmup_iterations, config.lr, config.min_lr
+                )
             )
             self.stop = config.stop_at or config.iterations
         #: training time spent so far (seconds, all sessions of the run): the clock of a time budget
@@ -423,7 +453,7 @@ class Trainer:
         self.param_names = list(objective.trainable)
         params = dict(objective.model.named_parameters())
         self.optimizer = torch.optim.Adam(
-            [params[n] for n in self.param_names], lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS
+            [params[n] for n in self.param_names], lr=config.lr, betas=config.training_recipe.adam_betas, eps=ADAM_EPS
         )
         self.scaler = torch.amp.GradScaler(process.device.type, enabled=config.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
@@ -450,10 +480,10 @@ class Trainer:
             return
         if isinstance(objective, LightBSRTeacherObjective):
             assert isinstance(model, LightBSRTeacher)
-            cast(torch.Tensor, model.pca_basis).copy_(kernel_pca(self.config.setting))
+            cast(torch.Tensor, model.pca_basis).copy_(kernel_pca())
             objective.init_key_encoder()
         if teacher is not None:
-            init_student_from_teacher(model, teacher)
+            init_student_from_teacher(model, teacher, estimator=config.training_recipe.student_estimator_from_teacher)
 
     def _build_data(self) -> None:
         config, process = self.config, self.process
@@ -544,6 +574,8 @@ class Trainer:
             generator = torch.Generator(device).manual_seed(
                 iteration_seed(config.seed, self.iteration, self.process.rank)
             )
+        if config.training_recipe.per_batch_degradation:
+            params = share_degradation(params)
         batch = synthesize(crops, params, config.setting, config.scale, device, generator)
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         module = self.ddp if self.ddp is not None else self.objective
@@ -771,6 +803,7 @@ def _merge_resumed(given: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
 
     A training field given with a non-default value that differs from the saved one is an error.
     """
+    saved = {"recipe": "lightbsr", **saved}  # runs saved before recipes existed trained with LightBSR's
     for name in ("role", "arch", "setting", "scale"):
         if getattr(given, name) != saved[name]:
             given_value = getattr(given, name)

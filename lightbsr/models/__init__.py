@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lightbsr.contract import parse_scale
 from lightbsr.errors import CheckpointError, ConfigError
 from lightbsr.models.common import SUPPORTED_SCALES
 from lightbsr.models.convert import (
@@ -67,7 +68,7 @@ class ModelConfig:
             raise ConfigError(f"unknown model role {self.role!r}")
         if self.scale not in SUPPORTED_SCALES:
             raise ConfigError(f"unsupported scale ×{self.scale}; supported: {SUPPORTED_SCALES}")
-        if self.setting not in (None, 1, 2):
+        if isinstance(self.setting, bool) or self.setting not in (None, 1, 2):
             raise ConfigError(f"unknown degradation setting {self.setting!r}; expected 1 or 2")
         if self.family == "lightbsr" and self.role == "teacher" and self.setting is None:
             raise ConfigError("the LightBSR teacher needs a setting (1 or 2)")
@@ -104,7 +105,7 @@ class ModelConfig:
         if "arch" not in data:
             raise ConfigError("model config has no 'arch'")
         config = cls.from_arch(str(data["arch"]), data.get("setting"))
-        if "scale" in data and int(data["scale"]) != config.scale:
+        if "scale" in data and parse_scale(data["scale"]) != config.scale:
             raise ConfigError(f"model config says scale {data['scale']} but arch {data['arch']}")
         return config
 
@@ -173,9 +174,10 @@ def load_reference_checkpoint(
 ) -> nn.Module:
     """Build ``arch`` and load an authors'-layout state dict into it, strictly; returns the model in eval mode.
 
-    The authors' teacher checkpoints do not hold the DRP's PCA basis; pass it as
-    ``pca_basis`` (15, 441), or the deterministic basis of
-    :func:`lightbsr.degradation.kernel_pca` for the teacher's setting is used.
+    The authors' LightBSR teacher checkpoints do not hold the PCA basis their degradation
+    prior is computed on: their run saves it beside them (``PCA_matrix.mat``). Pass it as
+    ``pca_basis`` (15, 441) — :func:`lightbsr.checkpoint.read_pca_matrix` reads that file;
+    without it a LightBSR teacher is refused rather than given another basis.
     """
     config = ModelConfig.from_arch(arch)
     state = unwrap_state_dict(state_dict)
@@ -188,10 +190,13 @@ def load_reference_checkpoint(
     converted = rename_keys(state, reference_rules(config))
     if isinstance(model, LightBSRTeacher):
         if pca_basis is None:
-            from lightbsr.degradation import kernel_pca
-
-            pca_basis = kernel_pca(config.setting or 1)
+            raise CheckpointError(
+                "an authors' LightBSR teacher needs the PCA basis its run saved beside it (PCA_matrix.mat): "
+                "its degradation prior is computed on that basis, which the checkpoint does not hold"
+            )
         converted["pca_basis"] = pca_basis
+    elif pca_basis is not None:
+        raise CheckpointError(f"a PCA basis is for LightBSR teachers, not {config.arch}")
     load_strict(model, converted)
     return model.eval()
 

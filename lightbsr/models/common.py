@@ -6,12 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightbsr.contract import SCALES
 from lightbsr.errors import ConfigError
 
 #: RGB mean (DIV2K) subtracted at the input and added back at the output.
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
-SUPPORTED_SCALES = (2, 3, 4)
+SUPPORTED_SCALES = SCALES  # lightbsr.contract.SCALES: one list of scales
 
 
 def conv3x3(in_channels: int, out_channels: int, *, bias: bool = True) -> nn.Conv2d:

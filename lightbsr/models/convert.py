@@ -136,7 +136,11 @@ def _sample(keys: list[str], limit: int = 5) -> str:
 def load_strict(
     model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], optional: frozenset[str] = frozenset()
 ) -> None:
-    """Load with every key and shape checked; ``optional`` keys may be absent (they keep the model's value)."""
+    """Load with every key, shape and value checked; ``optional`` keys may be absent (they keep the model's value).
+
+    A tensor that the model holds in floating point must be floating point and finite: an integer
+    tensor there, or a NaN/inf value, would load without complaint and make every output wrong.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in expected]
@@ -151,4 +155,11 @@ def load_strict(
     ]
     if wrong:
         raise CheckpointError(f"{len(wrong)} shape mismatch(es), wrong architecture? {_sample(wrong, 3)}")
+    floats = [k for k in state_dict if expected[k].is_floating_point()]
+    typed = [f"{k} ({state_dict[k].dtype})" for k in floats if not state_dict[k].is_floating_point()]
+    if typed:
+        raise CheckpointError(f"{len(typed)} tensor(s) not floating point, as the model's are: {_sample(typed, 3)}")
+    bad = [k for k in floats if not bool(torch.isfinite(state_dict[k]).all())]
+    if bad:
+        raise CheckpointError(f"{len(bad)} tensor(s) hold NaN or infinite values: {_sample(bad)}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightbsr.contract import META_SCALE
+from lightbsr.contract import META_SCALE, parse_scale
 from lightbsr.errors import ModelFileError
 from lightbsr.files import sha256_file
 from lightbsr.tensorrt.engine import Dims
@@ -34,7 +34,7 @@ class OnnxInfo:
     @property
     def scale(self) -> int | None:
         value = self.metadata.get(META_SCALE, "")
-        return int(value) if value.isdigit() else None
+        return parse_scale(value) if value else None
 
 
 def read_onnx_info(path: str | os.PathLike[str]) -> OnnxInfo:

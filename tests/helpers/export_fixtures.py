@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference import reference_state_dict
+from reference import load_reference_model
 from torch import nn
 
 from lightbsr.checkpoint import save_checkpoint
-from lightbsr.models import REFERENCE_ARCHS, ModelConfig, build_model, load_reference_checkpoint
+from lightbsr.models import REFERENCE_ARCHS, ModelConfig, build_model
 
 SPLIT_ARCHS = ("lightbsr_student_x4", "kdsr_student_m_x4")
 """The deployable students are exported with --split; teachers as one graph."""
@@ -51,7 +51,7 @@ class Exported:
 
 
 def reference_checkpoint(folder: Path, arch: str) -> tuple[Path, nn.Module]:
-    model = load_reference_checkpoint(reference_state_dict(arch), arch)
+    model = load_reference_model(arch)
     path = save_checkpoint(folder / f"{arch}.safetensors", model, ModelConfig.from_arch(arch))
     return path, model
 

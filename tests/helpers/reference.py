@@ -63,3 +63,22 @@ def reference_state_dict(name: str) -> dict[str, torch.Tensor]:
 
 def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return float((ours.double() - ref.double()).abs().max() / ref.double().abs().max())
+
+
+def reference_pca_basis() -> torch.Tensor:
+    """A (15, 441) PCA basis for the reference LightBSR teachers, whose checkpoints do not hold one.
+
+    The reference outputs take the DRP as an input, so they do not depend on it; the basis only has
+    to be a basis (the authors' run saves theirs beside the checkpoint as PCA_matrix.mat).
+    """
+    from lightbsr.degradation import kernel_pca
+
+    return kernel_pca(samples=500)
+
+
+def load_reference_model(name: str) -> torch.nn.Module:
+    """The model ``name`` with the reference weights, converted from the authors' layout (teachers get a basis)."""
+    from lightbsr.models import load_reference_checkpoint
+
+    basis = reference_pca_basis() if name.startswith("lightbsr_teacher") else None
+    return load_reference_checkpoint(reference_state_dict(name), name, pca_basis=basis)

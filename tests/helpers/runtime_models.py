@@ -24,20 +24,20 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from reference import reference_state_dict
+from reference import load_reference_model
 
 from lightbsr import contract
 from lightbsr._version import __version__
 from lightbsr.checkpoint import save_checkpoint
 from lightbsr.files import sha256_file
-from lightbsr.models import ModelConfig, build_model, load_reference_checkpoint
+from lightbsr.models import ModelConfig, build_model
 
 OPSET = 17
 
 
 def reference_student(arch: str = "lightbsr_student_x4") -> nn.Module:
     """A student with the deterministic reference weights (random-looking, not trained)."""
-    return load_reference_checkpoint(reference_state_dict(arch), arch)
+    return load_reference_model(arch)
 
 
 def save_reference_checkpoint(path: Path, arch: str = "lightbsr_student_x4") -> Path:
