@@ -37,6 +37,7 @@ from lightbsr.errors import BackendUnavailableError, ConfigError, EngineMismatch
 from lightbsr.files import sha256_file
 from lightbsr.runtime import Upscaler, device_buffers
 from lightbsr.runtime import tensorrt_backend as trtb
+from lightbsr.runtime.tiling import balanced_tile
 from lightbsr.tensorrt import autobuild, loader
 from lightbsr.tensorrt.engine import (
     BuildSettings,
@@ -508,7 +509,8 @@ def test_prebuilt_split_engines_and_tile_cap_with_a_stand_in(fake_trt: FakeTenso
     lr = np.random.default_rng(1).random((3, 40, 40)).astype(np.float32)
     with pytest.warns(RuntimeWarning, match="tile 64 is larger than the tensorrt backend takes .32×48 at most.; using"):
         sr = upscaler.upscale_lr(lr)  # wider than the restorer takes: the explicit tile is capped to 32
-    assert upscaler.last_run.tile == 32 and upscaler.last_run.tiles == 4
+    # capped to 32, then balanced: two tiles a side, each as small as covers 40 px with the overlap
+    assert upscaler.last_run.tile == balanced_tile(40, 40, 32, 4) == 22 and upscaler.last_run.tiles == 4
     assert psnr(sr, expected_sr(lr)) >= 60
     assert fake_trt.runs[0][1][contract.INPUT_LR] == (1, 3, 40, 40)  # the whole image to the estimator
     assert all(s[contract.INPUT_LR][2] <= 32 and s[contract.INPUT_LR][3] <= 32 for _, s in fake_trt.runs[1:])
