@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -256,7 +257,8 @@ def onnx_targets(
     """ONNX Runtime targets: every file × execution provider (CPU; CUDA and TensorRT on a GPU).
 
     ``kinds`` may also name :data:`ORT_CPU_VARIANTS` (FP32 files only) and :data:`OPENVINO` (FP32 files).
-    An INT8 file's target name ends with its INT8 target (``ort-cpu-int8-cpu``, ``ort-cpu-int8-tensorrt``).
+    An INT8 file's target name ends with its INT8 target (``ort-cpu-int8-cpu``, ``ort-cpu-int8-tensorrt``); names
+    that two files would share end with the file's name.
     """
     try:
         import onnxruntime as ort
@@ -292,6 +294,10 @@ def onnx_targets(
             else:
                 target.prepare = _ort_prepare(Path(path), kind, precision, threads)
             targets.append(target)
+    names = Counter(target.name for target in targets)
+    for target in targets:  # two files of one precision and INT8 target: the rows say which file
+        if names[target.name] > 1:
+            target.name = f"{target.name} ({Path(target.model_file or '').name})"
     return targets
 
 

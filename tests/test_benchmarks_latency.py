@@ -176,3 +176,14 @@ def test_environment_ignores_a_tensorrt_without_bindings(monkeypatch: pytest.Mon
     bindings.Runtime = object  # type: ignore[attr-defined]  # what the one import probe looks for
     monkeypatch.setitem(sys.modules, "tensorrt", bindings)
     assert lat.environment(1, "cpu")["tensorrt"] == "10.13.0"
+
+
+def test_two_files_of_one_precision_get_rows_that_name_the_file(
+    tiny: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    _, onnx_path = tiny
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(Path(onnx_path).read_bytes())
+    names = [t.name for t in lat.onnx_targets([onnx_path, copy], "cpu", ["ort-cpu"], threads=1)]
+    assert names == [f"ort-cpu-fp32 ({Path(onnx_path).name})", "ort-cpu-fp32 (copy.onnx)"]
+    assert [t.name for t in lat.onnx_targets([onnx_path], "cpu", ["ort-cpu"], threads=1)] == ["ort-cpu-fp32"]

@@ -20,6 +20,7 @@ WORK=${WORK:-runs/accuracy}
 BENCH=${BENCH:-../shared/datasets/benchmark}
 CALIB=${CALIB:-../shared/datasets/train/SunHays80}
 MODEL=${MODEL:-$(python -c 'from lightbsr.weights import default_checkpoint; print(default_checkpoint())')}
+MODEL=$(realpath --relative-to=. "$MODEL")
 THREADS=${THREADS:-$(nproc)}
 mkdir -p "$WORK" "$OUT"
 onnx=$WORK/default.onnx
