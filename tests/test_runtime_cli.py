@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_error_line
 from PIL import Image
 from reference import reference_state_dict
 from runtime_models import save_reference_checkpoint
@@ -34,13 +35,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def upscale(*args: str | Path) -> int:
     return main(["upscale", *map(str, args)])
-
-
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lightbsr: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- the corpus
@@ -115,7 +109,7 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(
     source = tmp_path / name
     make(source)
     assert upscale("-i", source, "-o", tmp_path / "out.png", "-m", checkpoint) == 2
-    assert message in _one_error_line(capsys.readouterr().err)
+    assert message in one_error_line(capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ([name] if source.exists() else [])
 
 
@@ -145,7 +139,7 @@ def test_wrong_model_files_exit_2(name: str, tmp_path: Path, capsys: pytest.Capt
     model = make(tmp_path / name)
     write_image(tmp_path / "in.png", random_image((4, 4, 3)))
     assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.png", "-m", model) == 2
-    assert message in _one_error_line(capsys.readouterr().err)
+    assert message in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out.png").exists()
 
 
@@ -163,7 +157,7 @@ def test_a_build_without_the_bundled_weights_says_so(
     monkeypatch.setattr(lightbsr.weights, "WEIGHTS_DIR", tmp_path / "no-weights")
     write_image(tmp_path / "in.png", random_image((4, 4, 3)))
     assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.png") == 2
-    assert "no bundled" in _one_error_line(capsys.readouterr().err)
+    assert "no bundled" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out.png").exists()
 
 
@@ -187,7 +181,7 @@ def test_bad_options_exit_2(
 ) -> None:
     write_image(tmp_path / "in.png", random_image((4, 4, 3)))
     assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.png", "-m", checkpoint, *extra) == 2
-    assert message in _one_error_line(capsys.readouterr().err)
+    assert message in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out.png").exists()
 
 
@@ -197,14 +191,14 @@ def test_unsupported_output_extension_is_refused_before_any_work(
     write_image(tmp_path / "in.png", random_image((4, 4, 3)))
     # no model given: the output check comes first, so the model is never looked at
     assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.gif") == 2
-    assert "cannot write .gif" in _one_error_line(capsys.readouterr().err)
+    assert "cannot write .gif" in one_error_line(capsys.readouterr().err)
 
 
 def test_existing_output_needs_overwrite(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_image(tmp_path / "in.png", random_image((4, 4, 3)))
     write_image(tmp_path / "out.png", random_image((1, 1, 3)))
     assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.png", "-m", checkpoint) == 2
-    assert "--overwrite" in _one_error_line(capsys.readouterr().err)
+    assert "--overwrite" in one_error_line(capsys.readouterr().err)
     assert read_image(tmp_path / "out.png").shape == (1, 1, 3)
     assert upscale("-i", tmp_path / "in.png", "-o", tmp_path / "out.png", "-m", checkpoint, "--overwrite") == 0
     assert read_image(tmp_path / "out.png").shape == (16, 16, 3)
@@ -250,7 +244,7 @@ def test_folder_skips_bad_files_and_exits_2_at_the_end(
 def test_folder_into_itself_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_image(tmp_path / "a.png", random_image((4, 4, 3)))
     assert upscale("-i", tmp_path, "-o", tmp_path) == 2
-    assert "must differ" in _one_error_line(capsys.readouterr().err)
+    assert "must differ" in one_error_line(capsys.readouterr().err)
 
 
 def test_help_explains_itself_and_defaults_match(capsys: pytest.CaptureFixture[str]) -> None:
@@ -275,7 +269,7 @@ def test_real_process_exit_codes_and_stderr(tmp_path: Path, checkpoint: Path) ->
         cwd=ROOT,
     )
     assert bad.returncode == 2 and bad.stdout == ""
-    assert "bad.png" in _one_error_line(bad.stderr)
+    assert "bad.png" in one_error_line(bad.stderr)
     write_image(tmp_path / "good.png", random_image((5, 5, 3)))
     command = [sys.executable, "-m", "lightbsr", "upscale", "-i", tmp_path / "good.png", "-o", tmp_path / "o.png"]
     good = subprocess.run(

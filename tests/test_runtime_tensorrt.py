@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from cli_errors import one_error_line
 from runtime_tensorrt_graphs import expected_sr, write_toy_model
 
 from lightbsr import contract
@@ -613,13 +614,6 @@ def test_out_of_memory_is_recognised() -> None:
 # --------------------------------------------------------------------------- the command line
 
 
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lightbsr: error: ") and "Traceback" not in err
-    return lines[0]
-
-
 def _write_png(path: Path, height: int = 20, width: int = 14) -> Path:
     import cv2
 
@@ -642,7 +636,7 @@ def test_cli_without_tensorrt_exits_2_with_one_line_and_no_torch(toy: Path, tmp_
     env = {**os.environ, "LIGHTBSR_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 2, result.stderr
-    assert "needs TensorRT and an NVIDIA GPU" in _one_error_line(result.stderr)
+    assert "needs TensorRT and an NVIDIA GPU" in one_error_line(result.stderr)
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "cache").exists()
 
 
@@ -650,7 +644,7 @@ def test_cli_engine_cache_option_is_for_tensorrt(toy: Path, tmp_path: Path, caps
     image = _write_png(tmp_path / "in.png")
     args = ["upscale", "-i", str(image), "-o", str(tmp_path / "out.png"), "-m", str(toy), "--engine-cache", "c"]
     assert main(args) == 2
-    assert "--engine-cache is for the tensorrt backend" in _one_error_line(capsys.readouterr().err)
+    assert "--engine-cache is for the tensorrt backend" in one_error_line(capsys.readouterr().err)
 
 
 def test_cli_builds_engines_on_first_use_then_reuses_them_with_a_stand_in(
