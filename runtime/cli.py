@@ -104,18 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"), help="inference backend"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--tile",
-        type=int_range(0),
-        metavar="N",
-        help="tile size in LR pixels; 0: never tile (default: from free memory)",
-    )
-    p.add_argument(
-        "--tile-overlap",
-        type=int_range(0),
-        metavar="N",
-        help="overlap of neighbouring tiles in LR pixels, blend tiling (default: 24, at most half the tile)",
-    )
+    _add_tile_arguments(p)
     p.add_argument(
         "--tile-batch", type=int_range(1), default=1, metavar="N", help="tiles per backend call (blend tiling)"
     )
@@ -217,20 +206,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         "--max-batch", type=int_range(0), default=4, metavar="N", help="max_batch_size (0: no dynamic batching)"
     )
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"), help="backend")
-    p.add_argument(
-        "--tile",
-        type=int_range(0),
-        default=argparse.SUPPRESS,
-        metavar="N",
-        help="tile size in LR pixels; 0: never tile (default: from free memory)",
-    )
-    p.add_argument(
-        "--tile-overlap",
-        type=int_range(0),
-        default=argparse.SUPPRESS,
-        metavar="N",
-        help="tile overlap in LR pixels (default: 24, at most half the tile)",
-    )
+    _add_tile_arguments(p, default=argparse.SUPPRESS)
     p.add_argument(
         "--max-pixels",
         type=int_range(1),
@@ -310,6 +286,26 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     print("lightbsr: the server finished its requests and stopped", file=sys.stderr)
     return code
+
+
+def _add_tile_arguments(p: argparse.ArgumentParser, **default: Any) -> None:
+    """--tile and --tile-overlap, as upscale and serve both take them (``default``: argparse's, if given)."""
+    from lightbsr.argparsing import int_range
+
+    p.add_argument(
+        "--tile",
+        type=int_range(0),
+        metavar="N",
+        help="tile size in LR pixels; 0: never tile (default: from free memory)",
+        **default,
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=int_range(0),
+        metavar="N",
+        help="overlap of neighbouring tiles in LR pixels, blend tiling (default: 24, at most half the tile)",
+        **default,
+    )
 
 
 def _add_video_arguments(p: argparse.ArgumentParser) -> None:
