@@ -238,7 +238,8 @@ def model_card(
         if paper_ours:
             lines.append(f"| {paper_name}, paper's LightBSR | " + " | ".join(f"{v:.2f}" for v in paper_ours) + " |")
     lines.append("")
-    lines += [*notes, ""] if notes else []
+    for note in notes:  # one paragraph each
+        lines += [note, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
