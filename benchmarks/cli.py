@@ -191,6 +191,10 @@ def _measure(args: argparse.Namespace) -> dict:
     is_onnx = model_path.suffix.lower() == ".onnx"
     do_complexity = args.complexity or not args.latency
     do_latency = args.latency or (not args.complexity and not is_onnx)
+    if not do_latency and getattr(args, "targets", None):
+        raise ConfigError(
+            "--targets names latency targets; this run measures only complexity (an ONNX MODEL or --complexity)"
+        )
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

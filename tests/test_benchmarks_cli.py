@@ -86,6 +86,8 @@ def test_eval_tables_alone(eval_json: Path) -> None:
         (["bench", "no_such_arch", "--complexity"], "unknown architecture"),
         (["bench", "kdsr_teacher_m_x4", "--complexity"], "students"),
         (["bench", "lightbsr_student_x4", "--latency", "--targets", "bogus"], "unknown --targets"),
+        (["bench", "m.onnx", "--targets", "bogus"], "measures only complexity"),
+        (["bench", "lightbsr_student_x4", "--complexity", "--targets", "ort-cpu"], "measures only complexity"),
         (["bench", "lightbsr_student_x4", "--latency", "--onnx", "missing.onnx"], "no such ONNX file"),
         (["bench", "lightbsr_student_x4", "--size", "0", "--complexity"], "bad size"),
         (["bench", "m.onnx", "--latency"], "PyTorch reference"),
