@@ -26,6 +26,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -36,7 +37,7 @@ from torch import nn
 from benchmarks.latency import environment
 from benchmarks.report import machine_title
 from lightbsr.checkpoint import load_checkpoint
-from lightbsr.models.lightbsr import LightBSR
+from lightbsr.models.lightbsr import AdaptationBlock, AdaptationGroup, LightBSR
 from lightbsr.runtime.onnxruntime_backend import session
 from lightbsr.weights import default_checkpoint
 
@@ -48,27 +49,37 @@ class _FusedRestorer(nn.Module):
         super().__init__()
         self.model = model
         self.hoisted = nn.ModuleList()
-        for group in model.groups:
-            weights = [block.spatial_attn1.weight for block in group.blocks]  # (16, 8 + 16, 1, 1) each
-            sidr = weights[0].shape[1] - group.blocks[0].split
+        for group in self._groups():
+            blocks = [cast(AdaptationBlock, block) for block in group.blocks]
+            weights = [block.spatial_attn1.weight for block in blocks]  # (16, 8 + 16, 1, 1) each
+            sidr = weights[0].shape[1] - blocks[0].split
             conv = nn.Conv2d(sidr, sum(w.shape[0] for w in weights), 1, bias=False)
             conv.weight.data.copy_(torch.cat([w[:, :sidr] for w in weights]))
             self.hoisted.append(conv)
         self.x1_weights = [
-            [block.spatial_attn1.weight[:, -block.split :].detach().clone() for block in group.blocks]
-            for group in model.groups
+            [
+                cast(AdaptationBlock, block)
+                .spatial_attn1.weight[:, -cast(AdaptationBlock, block).split :]
+                .detach()
+                .clone()
+                for block in group.blocks
+            ]
+            for group in self._groups()
         ]
+
+    def _groups(self) -> list[AdaptationGroup]:
+        return [cast(AdaptationGroup, group) for group in self.model.groups]
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         m = self.model
         channel_idr, spatial_idr = m.estimate(lr)
         x = m.head(m.sub_mean(lr))
         res = x
-        for g, group in enumerate(m.groups):
+        for g, group in enumerate(self._groups()):
             channel_idr, spatial_idr = group.correction(channel_idr, spatial_idr)
-            projected = self.hoisted[g](spatial_idr)
+            projected = cast(nn.Conv2d, self.hoisted[g])(spatial_idr)
             y = res
-            for b, block in enumerate(group.blocks):
+            for b, block in enumerate(cast(AdaptationBlock, block) for block in group.blocks):
                 gate = block.channel_weight(y, channel_idr)
                 x1, x2 = y[:, : block.split], y[:, block.split :]
                 part = projected[:, b * block.split : (b + 1) * block.split]
@@ -97,7 +108,7 @@ def _export(module: nn.Module) -> bytes:
         torch.onnx.export(
             module.eval(),
             (torch.rand(1, 3, 32, 32),),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the exporter writes to file-like objects too
             dynamo=False,
             opset_version=17,
             input_names=["lr"],
@@ -117,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     model, _ = load_checkpoint(default_checkpoint())
+    assert isinstance(model, LightBSR)
     model.eval()
     env = environment(args.threads, "cpu")
     plain, fused = _export(_Plain(model)), _export(_FusedRestorer(model))
