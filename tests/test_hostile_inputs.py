@@ -515,27 +515,11 @@ CASES: dict[str, Case] = {
         "kdsr recipe is KDSR's own",
     ),
     "model is a folder": Case(
-        lambda d: (
-            (d / "x.onnx").mkdir(),
-            write_image(d / "in.png", image((4, 4, 3))),
-            ["upscale", "-i", str(d / "in.png"), "-o", str(d / "out.png"), "-m", str(d / "x.onnx")],
-        )[-1],
-        "x.onnx: no such model",
+        _upscale_with(lambda d: ((d / "x.onnx").mkdir(), d / "x.onnx")[-1]), "x.onnx: no such model"
     ),
-    "zero-byte onnx": Case(
-        lambda d: (
-            (d / "z.onnx").write_bytes(b""),
-            write_image(d / "in.png", image((4, 4, 3))),
-            ["upscale", "-i", str(d / "in.png"), "-o", str(d / "out.png"), "-m", str(d / "z.onnx")],
-        )[-1],
-        "z.onnx",
-    ),
+    "zero-byte onnx": Case(_upscale_with(lambda d: ((d / "z.onnx").write_bytes(b""), d / "z.onnx")[-1]), "z.onnx"),
     "text as safetensors": Case(
-        lambda d: (
-            (d / "t.safetensors").write_text("hello"),
-            write_image(d / "in.png", image((4, 4, 3))),
-            ["upscale", "-i", str(d / "in.png"), "-o", str(d / "out.png"), "-m", str(d / "t.safetensors")],
-        )[-1],
+        _upscale_with(lambda d: ((d / "t.safetensors").write_text("hello"), d / "t.safetensors")[-1]),
         "not a readable safetensors file",
     ),
     "empty input folder": Case(
