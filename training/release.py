@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PAPER_TABLE3", "RunSummary", "model_card", "summarize_run", "write_weights"]
+__all__ = ["PAPER_TABLE3", "RunSummary", "chain_curve", "model_card", "summarize_run", "write_weights"]
 
 PAPER_TABLE3: dict[str, tuple[str, tuple[float, float, float], tuple[float, float, float]]] = {
     # dataset → (the paper's name for it, Bicubic row, LightBSR row) at σ = 1.2 / 2.4 / 3.6, setting 1, ×4
@@ -177,6 +177,50 @@ def _run_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
+def _chain_offsets(runs: Sequence[RunSummary]) -> tuple[list[int], int]:
+    """Where each run of a chain starts on one iteration axis, and where the chain ends.
+
+    A run started from the previous run's weights (``--init``) counts its iterations from where that
+    run ended; a run without ``--init`` continues the previous run's count (it is a resumed copy of it).
+    """
+    offsets: list[int] = []
+    offset = end = 0
+    for index, run in enumerate(runs):
+        if index and run.config.get("init"):
+            offset = end
+        offsets.append(offset)
+        end = offset + run.iterations
+    return offsets, end
+
+
+def chain_curve(runs: Sequence[RunSummary]) -> list[tuple[int, float, str]]:
+    """Validation points of a chain of runs (training order) on one axis: ``(iteration, Y-PSNR, run name)``.
+
+    Points two runs both logged (a resumed copy keeps its original's log) are kept once.
+    """
+    points: dict[int, tuple[float, str]] = {}
+    for run, offset in zip(runs, _chain_offsets(runs)[0], strict=True):
+        for iteration, psnr in run.val:
+            points.setdefault(offset + iteration, (psnr, run.path.name))
+    return [(iteration, psnr, name) for iteration, (psnr, name) in sorted(points.items())]
+
+
+def _chain_lines(runs: Sequence[RunSummary]) -> list[str]:
+    curve = chain_curve(runs)
+    if not curve:
+        return []
+    names = " → ".join(f"`{run.path.name}`" for run in runs)
+    return [
+        f"Teacher validation Y-PSNR (dB) over the whole chain of teacher runs ({names}, each continuing from the "
+        f"one before; {_chain_offsets(runs)[1]} iterations in all), by iteration counted across them:",
+        "",
+        "| iteration | run | Y-PSNR |",
+        "| --- | --- | --- |",
+        *(f"| {iteration} | `{name}` | {psnr:.2f} |" for iteration, psnr, name in curve),
+        "",
+    ]
+
+
 def model_card(
     *,
     name: str,
@@ -187,10 +231,18 @@ def model_card(
     commands: Sequence[str],
     notes: Sequence[str] = (),
     validation: str = "",
+    teacher_evaluation: dict[str, Any] | None = None,
+    teacher_chain: Sequence[RunSummary] = (),
 ) -> str:
-    """The model card (Markdown) of a released student."""
+    """The model card (Markdown) of a released student.
+
+    ``teacher_evaluation`` (``lightbsr eval TEACHER --json``: the teacher given the true kernel)
+    adds the bound the student inherits to the evaluation table; ``teacher_chain`` (earlier teacher
+    runs, in order, ending before ``teacher``) adds the teacher's validation curve over all of them.
+    """
     ours = _eval_means(evaluation)
     base = _eval_means(bicubic) if bicubic else {}
+    oracle = _eval_means(teacher_evaluation) if teacher_evaluation else {}
     data = teacher.config.get("data")
     lines = [
         f"# {name}",
@@ -217,6 +269,8 @@ def model_card(
     ]
     if validation:
         lines += [validation, ""]
+    if teacher_chain:
+        lines += _chain_lines([*teacher_chain, teacher])
     lines += ["Commands:", "", "```bash", *commands, "```", ""]
     lines += [
         "## Evaluation",
@@ -230,6 +284,9 @@ def model_card(
     for dataset, values in ours.items():
         paper_name, paper_bicubic, paper_ours = PAPER_TABLE3.get(dataset, (dataset, None, None))
         lines.append(f"| {dataset}, this model | " + " | ".join(f"**{v:.2f}**" for v in values) + " |")
+        if dataset in oracle:
+            bound = " | ".join(f"{v:.2f}" for v in oracle[dataset])
+            lines.append(f"| {dataset}, its teacher given the true kernel | {bound} |")
         bicubic_row = base.get(dataset) or (list(paper_bicubic) if paper_bicubic and paper_name == dataset else None)
         if bicubic_row:
             lines.append(f"| {dataset}, bicubic | " + " | ".join(f"{v:.2f}" for v in bicubic_row) + " |")
@@ -258,6 +315,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--command", action="append", default=[], help="a command that made the model (repeat)")
     parser.add_argument("--note", action="append", default=[], help="a paragraph for the card (repeat)")
     parser.add_argument("--validation-note", default="", help="what the validation curve was measured on")
+    parser.add_argument(
+        "--teacher-eval",
+        help="`lightbsr eval TEACHER --json` (the teacher given the true kernel: the bound the student inherits)",
+    )
+    parser.add_argument(
+        "--teacher-chain",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="an earlier teacher run the teacher run continues, oldest first (repeat): the card's validation "
+        "curve then spans them all",
+    )
     args = parser.parse_args(argv)
     from lightbsr.files import atomic_output
 
@@ -272,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands=args.command,
         notes=args.note,
         validation=args.validation_note,
+        teacher_evaluation=json.loads(Path(args.teacher_eval).read_text()) if args.teacher_eval else None,
+        teacher_chain=[summarize_run(run) for run in args.teacher_chain],
     )
     with atomic_output(args.card) as tmp:
         Path(tmp).write_text(card)

@@ -1,0 +1,70 @@
+"""The model card's teacher figures: the teacher's validation curve over a chain of runs, and its true-kernel row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightbsr.training.release import chain_curve, model_card, summarize_run
+
+
+def _run(root: Path, name: str, *, init: str | None, iterations: int, val: dict[int, float], role: str) -> Path:
+    run = root / name
+    run.mkdir()
+    config = {"role": role, "data": "train", "init": init, "batch_size": 8, "patch_size": 48, "lr": 1e-4}
+    (run / "config.json").write_text(json.dumps(config | {"min_lr": 1e-6, "crops": 1, "amp": "off"}))
+    rows = ["iteration,stage,lr,loss,it_per_s,img_per_s,elapsed_s"]
+    rows += [f"{i},2,0.0001,1.0,0.1,0.8,{i * 10}" for i in range(10, iterations + 1, 10)]
+    (run / "log.csv").write_text("\n".join(rows) + "\n")
+    lines = ["iteration,psnr,best", *(f"{i},{p},1" for i, p in val.items())]
+    (run / "val.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def _eval(values: dict[str, list[float]]) -> dict[str, object]:
+    return {
+        "datasets": [
+            {"name": name, "mean": {repr(s): {"psnr": v} for s, v in zip((1.2, 2.4, 3.6), row, strict=True)}}
+            for name, row in values.items()
+        ]
+    }
+
+
+def test_the_chain_counts_iterations_across_runs(tmp_path: Path) -> None:
+    # a: 200 iterations; a-copy resumes a (no --init: same count, its copied points kept once) to 220;
+    # b starts from a-copy's weights (--init): its iteration 100 is 320 on the chain's axis.
+    a = _run(tmp_path, "a", init=None, iterations=200, val={100: 20.0, 200: 25.0}, role="teacher")
+    a_copy = _run(tmp_path, "a-copy", init=None, iterations=220, val={100: 20.0, 200: 25.0}, role="teacher")
+    b = _run(tmp_path, "b", init="a-copy", iterations=150, val={100: 26.0, 150: 26.5}, role="teacher")
+    curve = chain_curve([summarize_run(r) for r in (a, a_copy, b)])
+    assert curve == [(100, 20.0, "a"), (200, 25.0, "a"), (320, 26.0, "b"), (370, 26.5, "b")]
+
+
+def test_the_card_shows_the_teacher_bound_and_curve(tmp_path: Path) -> None:
+    a = _run(tmp_path, "t-a", init=None, iterations=100, val={100: 28.0}, role="teacher")
+    b = _run(tmp_path, "t-b", init="t-a", iterations=50, val={50: 29.0}, role="teacher")
+    s = _run(tmp_path, "s", init=None, iterations=30, val={}, role="student")
+    card = model_card(
+        name="m",
+        teacher=summarize_run(b),
+        student=summarize_run(s),
+        evaluation=_eval({"Set5": [28.5, 28.0, 27.0]}),
+        bicubic=None,
+        commands=["x"],
+        teacher_evaluation=_eval({"Set5": [29.25, 29.0, 27.75]}),
+        teacher_chain=[summarize_run(a)],
+    )
+    assert "| Set5, this model | **28.50** | **28.00** | **27.00** |" in card
+    assert "| Set5, its teacher given the true kernel | 29.25 | 29.00 | 27.75 |" in card
+    assert "(`t-a` → `t-b`, each continuing from the one before; 150 iterations in all)" in card
+    assert "| 100 | `t-a` | 28.00 |" in card and "| 150 | `t-b` | 29.00 |" in card
+    # without them, the card is as before: no teacher row, no chain table
+    plain = model_card(
+        name="m",
+        teacher=summarize_run(b),
+        student=summarize_run(s),
+        evaluation=_eval({"Set5": [28.5, 28.0, 27.0]}),
+        bicubic=None,
+        commands=["x"],
+    )
+    assert "true kernel |" not in plain and "whole chain" not in plain
