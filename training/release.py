@@ -103,8 +103,14 @@ def summarize_run(run: str | os.PathLike[str]) -> RunSummary:
     return RunSummary(path, config, iterations, elapsed, images, teacher, sessions, log, val)
 
 
-def write_weights(student_run: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
-    """The student run's final weights (its latest state, else ``model.safetensors``) as a float16 checkpoint."""
+def write_weights(
+    student_run: str | os.PathLike[str], out: str | os.PathLike[str], *, role: str = "student"
+) -> dict[str, Any]:
+    """The run's final weights (its latest state, else ``model.safetensors``) as a float16 checkpoint.
+
+    ``role="teacher"`` writes a teacher run's (with its MoCo key encoder, queue and PCA basis), from which
+    training can continue (``--init``) without the run folder.
+    """
     import torch
 
     from lightbsr.checkpoint import save_checkpoint
@@ -114,8 +120,8 @@ def write_weights(student_run: str | os.PathLike[str], out: str | os.PathLike[st
     from .trainer import read_run_weights
 
     weights, config, source = read_run_weights(str(student_run))
-    if config.role != "student":
-        raise SystemExit(f"{student_run} holds a {config.arch}, not a student")
+    if config.role != role:
+        raise SystemExit(f"{student_run} holds a {config.arch}, not a {role}")
     model = build_model(config)
     load_strict(model, weights)
     info = {"source": source, "iteration": summarize_run(student_run).iterations}

@@ -1,11 +1,17 @@
-"""The model card's teacher figures: the teacher's validation curve over a chain of runs, and its true-kernel row."""
+"""Releasing a run: float16 weights of a student or teacher run, and the model card's teacher figures (the teacher's
+validation curve over a chain of runs, its true-kernel row)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from lightbsr.training.release import chain_curve, model_card, summarize_run
+import pytest
+import torch
+
+from lightbsr.checkpoint import read_checkpoint, save_checkpoint
+from lightbsr.models import ModelConfig, build_model
+from lightbsr.training.release import chain_curve, model_card, summarize_run, write_weights
 
 
 def _run(root: Path, name: str, *, init: str | None, iterations: int, val: dict[int, float], role: str) -> Path:
@@ -68,3 +74,24 @@ def test_the_card_shows_the_teacher_bound_and_curve(tmp_path: Path) -> None:
         commands=["x"],
     )
     assert "true kernel |" not in plain and "whole chain" not in plain
+
+
+def test_a_teacher_run_is_written_in_float16_only_when_asked_for(tmp_path: Path) -> None:
+    run = tmp_path / "t"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"role": "teacher"}))
+    torch.manual_seed(0)
+    teacher = build_model(ModelConfig("lightbsr", "teacher", 4, 1))
+    save_checkpoint(run / "model.safetensors", teacher, ModelConfig("lightbsr", "teacher", 4, 1))
+    with pytest.raises(SystemExit, match="not a student"):
+        write_weights(run, tmp_path / "s.safetensors")
+    assert not (tmp_path / "s.safetensors").exists()
+    write_weights(run, tmp_path / "t.safetensors", role="teacher")
+    weights, config, _ = read_checkpoint(tmp_path / "t.safetensors")
+    assert config.role == "teacher"
+    original = teacher.state_dict()
+    assert weights.keys() == original.keys()  # the whole teacher: key encoder, queue and all
+    for name, value in weights.items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float16
+            assert torch.allclose(value.float(), original[name].float().half().float())
