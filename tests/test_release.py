@@ -50,29 +50,25 @@ def test_the_card_shows_the_teacher_bound_and_curve(tmp_path: Path) -> None:
     a = _run(tmp_path, "t-a", init=None, iterations=100, val={100: 28.0}, role="teacher")
     b = _run(tmp_path, "t-b", init="t-a", iterations=50, val={50: 29.0}, role="teacher")
     s = _run(tmp_path, "s", init=None, iterations=30, val={}, role="student")
-    card = model_card(
-        name="m",
-        teacher=summarize_run(b),
-        student=summarize_run(s),
-        evaluation=_eval({"Set5": [28.5, 28.0, 27.0]}),
-        bicubic=None,
-        commands=["x"],
-        teacher_evaluation=_eval({"Set5": [29.25, 29.0, 27.75]}),
-        teacher_chain=[summarize_run(a)],
-    )
-    assert "| Set5, this model | **28.50** | **28.00** | **27.00** |" in card
-    assert "| Set5, its teacher given the true kernel | 29.25 | 29.00 | 27.75 |" in card
-    assert "(`t-a` → `t-b`, each continuing from the one before; 150 iterations in all)" in card
-    assert "| 100 | `t-a` | 28.00 |" in card and "| 150 | `t-b` | 29.00 |" in card
+
+    def card(**teacher_figures: object) -> str:
+        return model_card(
+            name="m",
+            teacher=summarize_run(b),
+            student=summarize_run(s),
+            evaluation=_eval({"Set5": [28.5, 28.0, 27.0]}),
+            bicubic=None,
+            commands=["x"],
+            **teacher_figures,  # type: ignore[arg-type]
+        )
+
+    full = card(teacher_evaluation=_eval({"Set5": [29.25, 29.0, 27.75]}), teacher_chain=[summarize_run(a)])
+    assert "| Set5, this model | **28.50** | **28.00** | **27.00** |" in full
+    assert "| Set5, its teacher given the true kernel | 29.25 | 29.00 | 27.75 |" in full
+    assert "(`t-a` → `t-b`, each continuing from the one before; 150 iterations in all)" in full
+    assert "| 100 | `t-a` | 28.00 |" in full and "| 150 | `t-b` | 29.00 |" in full
     # without them, the card is as before: no teacher row, no chain table
-    plain = model_card(
-        name="m",
-        teacher=summarize_run(b),
-        student=summarize_run(s),
-        evaluation=_eval({"Set5": [28.5, 28.0, 27.0]}),
-        bicubic=None,
-        commands=["x"],
-    )
+    plain = card()
     assert "true kernel |" not in plain and "whole chain" not in plain
 
 
