@@ -37,8 +37,9 @@ Neither flag: both (latency only for a checkpoint or an architecture).
   More targets, named in --targets: torch-channels-last-fp32; ONNX Runtime CPU session options
   on each FP32 --onnx file: ort-cpu-spin (idle threads spin), ort-cpu-extended (no NCHWc layout
   transform), ort-cpu-basic, ort-cpu-no-arena; openvino-cpu (OpenVINO's CPU plugin, pip install
-  openvino). An INT8 file's target name ends with its INT8 target: ort-cpu-int8-cpu,
-  ort-cpu-int8-tensorrt.
+  openvino; pinned to FP32 on FP32 files, and on INT8 files its integer kernels) and openvino-cpu-bf16
+  (BF16, where the CPU has BF16 instructions). An INT8 file's target name ends with its INT8 target:
+  ort-cpu-int8-cpu, ort-cpu-int8-tensorrt, openvino-cpu-int8-tensorrt.
 
 Roofline (with --latency, unless --no-roofline): the machine's achievable peak, measured in the
 same run with the same threads: FP32 GEMMs (torch.mm, ONNX Runtime MatMul) and INT8 GEMMs (ONNX
@@ -255,7 +256,7 @@ def _measure(args: argparse.Namespace) -> dict:
         torch_names = [n for n in lat.TORCH_TARGETS if not names or n in names]
         if lat.REFERENCE not in torch_names:
             torch_names.insert(0, lat.REFERENCE)
-        optional = [*lat.ORT_CPU_VARIANTS, lat.OPENVINO]  # only when named
+        optional = [*lat.ORT_CPU_VARIANTS, *lat.OPENVINO_VARIANTS]  # only when named
         kinds = [k for k in lat.ORT_PROVIDERS if not names or k in names] + [k for k in optional if k in names]
         known = [*lat.TORCH_TARGETS, *lat.ORT_PROVIDERS, *optional]
         unknown = set(names) - set(known)

@@ -59,8 +59,13 @@ ORT_CPU_VARIANTS: dict[str, dict[str, Any]] = {
 }
 """ONNX Runtime CPU session options measured against the defaults of ``ort-cpu`` (graph optimisation ``all``, which
 adds the NCHWc layout transform; idle threads sleep; memory arena and patterns on); FP32 files only."""
-OPENVINO = "openvino-cpu"
-"""OpenVINO's CPU plugin on each FP32 ONNX file (``pip install openvino``), for comparison."""
+OPENVINO_VARIANTS: dict[str, str] = {"openvino-cpu": "f32", "openvino-cpu-bf16": "bf16"}
+"""OpenVINO's CPU plugin (``pip install openvino``), for comparison: target kind → its inference precision hint.
+
+``openvino-cpu`` pins FP32 (OpenVINO's default on a CPU with BF16 instructions is BF16) and also runs INT8 files
+(their Q/DQ pairs as integer kernels, the rest FP32); ``openvino-cpu-bf16`` asks for BF16 on FP32 files, and skips on
+a CPU without BF16 instructions (where OpenVINO would compute in FP32)."""
+OPENVINO_BF16_ISA = ("avx512_bf16", "amx_bf16")
 SIZE_ALIASES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
 Runner = Callable[[np.ndarray], Any]
@@ -256,7 +261,7 @@ def onnx_targets(
 ) -> list[Target]:
     """ONNX Runtime targets: every file × execution provider (CPU; CUDA and TensorRT on a GPU).
 
-    ``kinds`` may also name :data:`ORT_CPU_VARIANTS` (FP32 files only) and :data:`OPENVINO` (FP32 files).
+    ``kinds`` may also name :data:`ORT_CPU_VARIANTS` (FP32 files only) and :data:`OPENVINO_VARIANTS`.
     An INT8 file's target name ends with its INT8 target (``ort-cpu-int8-cpu``, ``ort-cpu-int8-tensorrt``); names
     that two files would share end with the file's name.
     """
@@ -271,17 +276,27 @@ def onnx_targets(
         precision, int8_target = onnx_precision(path), onnx_int8_target(path)
         label = f"{precision}-{int8_target}" if int8_target else precision
         for kind in kinds:
-            if kind in ORT_CPU_VARIANTS or kind == OPENVINO:
+            if kind in OPENVINO_VARIANTS:
+                hint = OPENVINO_VARIANTS[kind]
+                if precision not in ("fp32", "int8") or (hint == "bf16" and precision != "fp32"):
+                    continue
+                name, computes = (kind, "bf16") if hint == "bf16" else (f"{kind}-{label}", precision)
+                target = Target(name, "openvino", computes, "cpu")
+                target.model_file = str(path)
+                if importlib.util.find_spec("openvino") is None:
+                    target.skip_reason = "OpenVINO is not installed (pip install openvino)"
+                elif hint == "bf16" and not set(OPENVINO_BF16_ISA) & set(cpu_isa()):
+                    target.skip_reason = "this CPU has no BF16 instructions (OpenVINO would compute in FP32)"
+                else:
+                    target.prepare = _openvino_prepare(Path(path), threads, hint)
+                targets.append(target)
+                continue
+            if kind in ORT_CPU_VARIANTS:
                 if precision != "fp32":
                     continue
-                target = Target(f"{kind}-{label}", "openvino" if kind == OPENVINO else "onnxruntime", precision, "cpu")
+                target = Target(f"{kind}-{label}", "onnxruntime", precision, "cpu")
                 target.model_file = str(path)
-                if kind == OPENVINO and importlib.util.find_spec("openvino") is None:
-                    target.skip_reason = "OpenVINO is not installed (pip install openvino)"
-                elif kind == OPENVINO:
-                    target.prepare = _openvino_prepare(Path(path), threads)
-                else:
-                    target.prepare = _ort_prepare(Path(path), "ort-cpu", precision, threads, ORT_CPU_VARIANTS[kind])
+                target.prepare = _ort_prepare(Path(path), "ort-cpu", precision, threads, ORT_CPU_VARIANTS[kind])
                 targets.append(target)
                 continue
             provider = ORT_PROVIDERS[kind]
@@ -321,15 +336,20 @@ def onnx_int8_target(path: str | os.PathLike[str]) -> str | None:
     return contract.int8_target({p.key: p.value for p in model.metadata_props})
 
 
-def _openvino_prepare(path: Path, threads: int) -> Callable[[], Runner]:
+def _openvino_prepare(path: Path, threads: int, hint: str) -> Callable[[], Runner]:
     def prepare() -> Runner:
         try:
             import openvino
         except ImportError as err:
             raise BackendUnavailableError("OpenVINO is not installed (pip install openvino)") from err
         core = openvino.Core()
-        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        computes = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if computes != getattr(openvino.Type, hint):  # the row would not be what its name says
+            raise BackendUnavailableError(f"OpenVINO computes in {computes}, not the {hint} asked for")
         request = compiled.create_infer_request()
 
         def run(lr: np.ndarray) -> np.ndarray:

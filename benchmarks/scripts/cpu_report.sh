@@ -32,7 +32,7 @@ TILES=${TILES:-128 256}
 TILING_REPEATS=${TILING_REPEATS:-1}
 CALIB=${CALIB:-../shared/datasets/train/SunHays80}
 SET5=${SET5:-../shared/datasets/benchmark/Set5}
-TARGETS=${TARGETS:-torch-fp32 torch-channels-last-fp32 torch-compile-fp32 ort-cpu ort-cpu-spin ort-cpu-extended openvino-cpu}
+TARGETS=${TARGETS:-torch-fp32 torch-channels-last-fp32 torch-compile-fp32 ort-cpu ort-cpu-spin ort-cpu-extended openvino-cpu openvino-cpu-bf16}
 ARCH=lightbsr_student_x4
 mkdir -p "$WORK" "$OUT"
 [ -n "${FRESH:-}" ] && rm -f "$WORK"/*.onnx "$WORK"/*.json
