@@ -59,12 +59,11 @@ ORT_CPU_VARIANTS: dict[str, dict[str, Any]] = {
 }
 """ONNX Runtime CPU session options measured against the defaults of ``ort-cpu`` (graph optimisation ``all``, which
 adds the NCHWc layout transform; idle threads sleep; memory arena and patterns on); FP32 files only."""
-OPENVINO_VARIANTS: dict[str, str] = {"openvino-cpu": "f32", "openvino-cpu-bf16": "bf16"}
-"""OpenVINO's CPU plugin (``pip install openvino``), for comparison: target kind → its inference precision hint.
-
-``openvino-cpu`` pins FP32 (OpenVINO's default on a CPU with BF16 instructions is BF16) and also runs INT8 files
-(their Q/DQ pairs as integer kernels, the rest FP32); ``openvino-cpu-bf16`` asks for BF16 on FP32 files, and skips on
-a CPU without BF16 instructions (where OpenVINO would compute in FP32)."""
+OPENVINO_VARIANTS: dict[str, str] = {"openvino-cpu": "fp32", "openvino-cpu-bf16": "bf16"}
+"""OpenVINO's CPU plugin (the openvino backend, ``pip install 'lightbsr[openvino]'``): target kind → the precision
+it computes in. ``openvino-cpu`` is FP32 on FP32 files (the backend pins it: OpenVINO's own default on a CPU with BF16
+instructions is BF16) and also runs INT8 files (their Q/DQ pairs as integer kernels, the rest FP32);
+``openvino-cpu-bf16`` is BF16 on FP32 files, skipped on a CPU without BF16 instructions."""
 OPENVINO_BF16_ISA = ("avx512_bf16", "amx_bf16")
 SIZE_ALIASES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
@@ -277,18 +276,18 @@ def onnx_targets(
         label = f"{precision}-{int8_target}" if int8_target else precision
         for kind in kinds:
             if kind in OPENVINO_VARIANTS:
-                hint = OPENVINO_VARIANTS[kind]
-                if precision not in ("fp32", "int8") or (hint == "bf16" and precision != "fp32"):
+                computes = OPENVINO_VARIANTS[kind]
+                if precision not in ("fp32", "int8") or (computes == "bf16" and precision != "fp32"):
                     continue
-                name, computes = (kind, "bf16") if hint == "bf16" else (f"{kind}-{label}", precision)
-                target = Target(name, "openvino", computes, "cpu")
+                name = kind if computes == "bf16" else f"{kind}-{label}"
+                target = Target(name, "openvino", "bf16" if computes == "bf16" else precision, "cpu")
                 target.model_file = str(path)
                 if importlib.util.find_spec("openvino") is None:
-                    target.skip_reason = "OpenVINO is not installed (pip install openvino)"
-                elif hint == "bf16" and not set(OPENVINO_BF16_ISA) & set(cpu_isa()):
+                    target.skip_reason = "OpenVINO is not installed (pip install 'lightbsr[openvino]')"
+                elif computes == "bf16" and not set(OPENVINO_BF16_ISA) & set(cpu_isa()):
                     target.skip_reason = "this CPU has no BF16 instructions (OpenVINO would compute in FP32)"
                 else:
-                    target.prepare = _openvino_prepare(Path(path), threads, hint)
+                    target.prepare = _openvino_prepare(Path(path), threads, computes)
                 targets.append(target)
                 continue
             if kind in ORT_CPU_VARIANTS:
@@ -336,26 +335,14 @@ def onnx_int8_target(path: str | os.PathLike[str]) -> str | None:
     return contract.int8_target({p.key: p.value for p in model.metadata_props})
 
 
-def _openvino_prepare(path: Path, threads: int, hint: str) -> Callable[[], Runner]:
+def _openvino_prepare(path: Path, threads: int, computes: str) -> Callable[[], Runner]:
     def prepare() -> Runner:
-        try:
-            import openvino
-        except ImportError as err:
-            raise BackendUnavailableError("OpenVINO is not installed (pip install openvino)") from err
-        core = openvino.Core()
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        computes = compiled.get_property("INFERENCE_PRECISION_HINT")
-        if computes != getattr(openvino.Type, hint):  # the row would not be what its name says
-            raise BackendUnavailableError(f"OpenVINO computes in {computes}, not the {hint} asked for")
-        request = compiled.create_infer_request()
+        from lightbsr.runtime import load_backend
 
-        def run(lr: np.ndarray) -> np.ndarray:
-            return np.array(request.infer({"lr": lr})[0])  # a copy: the request reuses its output buffer
-
-        return run
+        precision = "bf16" if computes == "bf16" else None  # None: FP32, or an INT8 file's own
+        options = {"threads": threads or None, "split": False}
+        backend = load_backend("openvino", path, device="cpu", precision=precision, **options)
+        return backend.forward
 
     return prepare
 

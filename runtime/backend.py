@@ -36,6 +36,7 @@ BACKENDS: dict[str, str] = {
     "torch": "lightbsr.runtime.torch_backend",
     "onnxruntime": "lightbsr.runtime.onnxruntime_backend",
     "tensorrt": "lightbsr.runtime.tensorrt_backend",
+    "openvino": "lightbsr.runtime.openvino_backend",
 }
 """Backend name → module defining ``load(...)``; the order is the order ``auto`` prefers."""
 
@@ -47,8 +48,9 @@ MODEL_SUFFIXES: dict[str, str] = {
 }
 """Model file suffix → the backend that runs it (what ``backend="auto"`` picks)."""
 
-BUILDS_FROM: dict[str, tuple[str, ...]] = {"tensorrt": (".onnx",)}
-"""Backends that also take another kind of model file, converted when loaded (TensorRT builds engines from ONNX)."""
+BUILDS_FROM: dict[str, tuple[str, ...]] = {"tensorrt": (".onnx",), "openvino": (".onnx",)}
+"""Backends that also take another kind of model file, converted when loaded (TensorRT builds engines from ONNX;
+OpenVINO compiles ONNX graphs)."""
 
 COMPUTE_PRECISIONS = ("fp32", "fp16", "bf16")
 """What a backend may be asked to compute in (``--fp16``/``--bf16``); engine precisions are another set."""

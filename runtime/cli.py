@@ -37,7 +37,9 @@ Models: a lightbsr checkpoint (.safetensors → torch backend), an ONNX export
 (.onnx → onnxruntime, with its split graphs MODEL.estimator.onnx/MODEL.restorer.onnx
 beside it), or a TensorRT engine (.engine/.plan → tensorrt, with MODEL.estimator.engine/
 MODEL.restorer.engine beside it; its MODEL.engine.json sidecar is checked first). Without
--m, the model bundled with lightbsr is used.
+-m, the model bundled with lightbsr is used. --backend openvino runs an ONNX export on
+OpenVINO's CPU plugin in FP32 (--bf16: BF16, on CPUs with AVX512-BF16 or AMX; INT8 exports run
+its integer kernels): the fastest CPU path on such CPUs (benchmarks/README.md).
 
 Videos (.mp4, .mkv, .mov, .webm, .avi, ...; any container and codec PyAV's FFmpeg reads;
 pip install 'lightbsr[video]'): IN and OUT are video files (or folders mixing images and
@@ -94,6 +96,7 @@ _UNSHOWN_DEFAULTS: dict[str, Any] = {
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lightbsr.argparsing import add_command, int_range
+    from lightbsr.runtime.backend import BACKENDS
 
     p = add_command(subparsers, "upscale", "upscale images ×4 (files or folders)", DESCRIPTION)
     p.argument_default = argparse.SUPPRESS
@@ -101,7 +104,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output image file, or folder")
     p.add_argument("-m", "--model", help="model file: .safetensors, .onnx or .engine (default: the bundled model)")
     p.add_argument(
-        "--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"), help="inference backend"
+        "--backend",
+        default="auto",
+        choices=("auto", *BACKENDS),
+        help="inference backend (auto: by the model file; openvino: ONNX on OpenVINO's CPU plugin, "
+        "pip install 'lightbsr[openvino]')",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_tile_arguments(p)
@@ -116,7 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="compute in float16")
-    precision.add_argument("--bf16", action="store_true", help="compute in bfloat16 (torch backend)")
+    precision.add_argument(
+        "--bf16", action="store_true", help="compute in bfloat16 (torch and openvino backends; a CPU with BF16)"
+    )
     p.add_argument(
         "--no-shared-idr",
         dest="shared_idr",
@@ -139,7 +148,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help="CPU threads of the torch and onnxruntime backends (default: the CPUs this process may use: "
+        help="CPU threads of the torch, onnxruntime and openvino backends (default: the CPUs this process may use: "
         "affinity and cgroup quota); idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE unless set)",
     )
     p.add_argument(
@@ -177,6 +186,7 @@ example (two terminals):
 
 def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     from lightbsr.argparsing import add_command, float_range, int_range
+    from lightbsr.runtime.backend import BACKENDS
 
     p = add_command(subparsers, "serve", "serve a model on a local Triton Inference Server", SERVE_DESCRIPTION)
     p.add_argument(
@@ -205,7 +215,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-batch", type=int_range(0), default=4, metavar="N", help="max_batch_size (0: no dynamic batching)"
     )
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"), help="backend")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS), help="backend")
     _add_tile_arguments(p, default=argparse.SUPPRESS)
     p.add_argument(
         "--max-pixels",
@@ -449,7 +459,7 @@ def _open_upscaler(args: argparse.Namespace, inputs: list[Path]) -> Any:
         if args.threads < 1:
             raise ConfigError(f"--threads must be ≥ 1, got {args.threads}")
         if backend == "tensorrt":
-            raise ConfigError("--threads is for the torch and onnxruntime backends")
+            raise ConfigError("--threads is for the torch, onnxruntime and openvino backends")
         options["threads"] = args.threads
     if args.engine_cache is not None:
         if backend != "tensorrt":

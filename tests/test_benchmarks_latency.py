@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lightbsr.benchmarks import latency as lat
-from lightbsr.errors import BackendUnavailableError, ConfigError
+from lightbsr.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
@@ -191,66 +191,44 @@ def test_two_files_of_one_precision_get_rows_that_name_the_file(
     assert [t.name for t in lat.onnx_targets([onnx_path], "cpu", ["ort-cpu"], threads=1)] == ["ort-cpu-fp32"]
 
 
-class _OpenVinoStandIn:
-    """A stand-in ``openvino`` module: records each compile's config; ``computes`` is what a compile reports."""
-
-    def __init__(self, computes: str | None = None) -> None:
-        self.configs: list[dict[str, object]] = []
-        self.computes = computes
-        stand_in = self
-
-        class Type:
-            f32, bf16 = "f32-type", "bf16-type"
-
-        class Compiled:
-            def __init__(self, config: dict[str, object]) -> None:
-                self.config = config
-
-            def get_property(self, name: str) -> object:
-                assert name == "INFERENCE_PRECISION_HINT"
-                return getattr(Type, stand_in.computes or str(self.config[name]))
-
-            def create_infer_request(self) -> object:
-                return types.SimpleNamespace(infer=lambda feeds: [np.zeros((1, 3, 32, 32), np.float32)])
-
-        class Core:
-            def read_model(self, path: str) -> str:
-                return path
-
-            def compile_model(self, model: str, device: str, config: dict[str, object]) -> Compiled:
-                stand_in.configs.append(config)
-                return Compiled(config)
-
-        self.module = types.ModuleType("openvino")
-        self.module.__spec__ = importlib.machinery.ModuleSpec("openvino", None)
-        self.module.Core, self.module.Type = Core, Type  # type: ignore[attr-defined]
-
-
 def test_openvino_targets_compute_in_the_precision_their_names_say(
     tiny: tuple[torch.nn.Module, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """OpenVINO computes in BF16 by default where the CPU has BF16: `openvino-cpu` pins FP32, or says it cannot."""
+    """openvino-cpu is FP32 (or an INT8 file's integer kernels), openvino-cpu-bf16 BF16, skipped without BF16."""
+    import lightbsr.runtime
     from lightbsr import contract
 
     _, onnx_path = tiny
     int8 = tmp_path / "int8.onnx"
     int8.write_bytes(Path(onnx_path).read_bytes())
     set_metadata(int8, {contract.META_PRECISION: "int8", contract.META_INT8_TARGET: "cpu"})
-    openvino = _OpenVinoStandIn()
-    monkeypatch.setitem(sys.modules, "openvino", openvino.module)
+    stand_in = types.ModuleType("openvino")  # installed or not, find_spec finds it
+    stand_in.__spec__ = importlib.machinery.ModuleSpec("openvino", None)
+    monkeypatch.setitem(sys.modules, "openvino", stand_in)
     monkeypatch.setattr(lat, "cpu_isa", lambda: ["avx2", "avx512f", "amx_bf16"])
+    opened: list[tuple[object, ...]] = []
+
+    def load_backend(name: str, path: Path, **options: object) -> types.SimpleNamespace:
+        opened.append((name, Path(path).name, options["precision"], options["split"], options["threads"]))
+        return types.SimpleNamespace(forward=lambda lr: lr)
+
+    monkeypatch.setattr(lightbsr.runtime, "load_backend", load_backend)
     kinds = ["openvino-cpu", "openvino-cpu-bf16"]
     targets = {t.name: t for t in lat.onnx_targets([onnx_path, int8], "cpu", kinds, threads=2)}
-    assert set(targets) == {"openvino-cpu-fp32", "openvino-cpu-bf16", "openvino-cpu-int8-cpu"}
-    assert [targets[n].precision for n in sorted(targets)] == ["bf16", "fp32", "int8"]
+    assert {n: t.precision for n, t in targets.items()} == {
+        "openvino-cpu-fp32": "fp32",
+        "openvino-cpu-bf16": "bf16",
+        "openvino-cpu-int8-cpu": "int8",
+    }
     for name in sorted(targets):
-        assert not targets[name].skip_reason and targets[name].prepare is not None
+        assert not targets[name].skip_reason and targets[name].backend == "openvino"
         targets[name].prepare()  # type: ignore[misc]
-    assert [c["INFERENCE_PRECISION_HINT"] for c in openvino.configs] == ["bf16", "f32", "f32"]
-    assert all(c["INFERENCE_NUM_THREADS"] == 2 for c in openvino.configs)
-    openvino.computes = "bf16"  # an OpenVINO that ignores the hint: the FP32 row fails rather than lie
-    with pytest.raises(BackendUnavailableError, match="computes in bf16-type, not the f32"):
-        targets["openvino-cpu-fp32"].prepare()  # type: ignore[misc]
+    tiny_name = Path(onnx_path).name
+    assert opened == [
+        ("openvino", tiny_name, "bf16", False, 2),
+        ("openvino", tiny_name, None, False, 2),  # None: the backend pins FP32
+        ("openvino", "int8.onnx", None, False, 2),
+    ]
     monkeypatch.setattr(lat, "cpu_isa", lambda: ["avx2", "avx512f", "avx512_vnni"])
     (bf16,) = lat.onnx_targets([onnx_path], "cpu", ["openvino-cpu-bf16"], threads=2)
     assert bf16.skip_reason == "this CPU has no BF16 instructions (OpenVINO would compute in FP32)"

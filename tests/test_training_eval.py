@@ -119,6 +119,8 @@ def test_onnx_models_run_in_onnx_runtime(tmp_path: Path, capsys: pytest.CaptureF
         ("default", ["--setting", "2"], "no bundled setting-2 model"),
         ("bicubic", ["--setting", "2"], "setting 2"),
         ("bicubic", ["--sigma", "-1"], "sigma"),
+        ("bicubic", ["--bf16"], "--bf16 is for --backend openvino"),
+        ("default", ["--backend", "openvino"], "--backend openvino runs ONNX files; default is not one"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -46,7 +46,8 @@ shave, averaged over the images of each dataset folder.
 MODEL is a lightbsr checkpoint (.safetensors, run in PyTorch; a LightBSR teacher is given the
 true degradation prior), an ONNX file (input 'lr', output 'sr', run with ONNX Runtime on the
 CPU), 'bicubic' (MATLAB-style bicubic upsampling, the papers' Bicubic row) or 'default' (the
-bundled model)."""
+bundled model). --backend openvino runs a lightbsr ONNX export on OpenVINO's CPU plugin instead
+(FP32; --bf16: BF16), to measure what that precision costs."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -263,6 +264,13 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print mean PSNR/SSIM per σ and dataset as JSON")
     p.add_argument("--device", choices=("cpu", "cuda"), default=argparse.SUPPRESS, help="default: cuda if available")
     p.add_argument(
+        "--backend",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="what runs an ONNX MODEL (openvino: a lightbsr export, pip install 'lightbsr[openvino]')",
+    )
+    p.add_argument("--bf16", action="store_true", help="--backend openvino: compute in BF16 (a CPU with BF16)")
+    p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
     )
     p.set_defaults(func=_run_eval)
@@ -280,7 +288,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     if name == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError("--device cuda: no CUDA device is available to PyTorch")
     device = torch.device(name)
-    model = load_eval_model(args.model, args.scale, args.setting, device)
+    precision = "bf16" if args.bf16 else None
+    model = load_eval_model(args.model, args.scale, args.setting, device, backend=args.backend, precision=precision)
     results = [
         evaluate_model(model, d, args.scale, args.sigma, args.setting, device, getattr(args, "progress", True))
         for d in args.dataset

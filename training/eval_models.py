@@ -37,8 +37,26 @@ class EvalModel:
     sigma_independent: bool = True
 
 
-def load_eval_model(spec: str, scale: int, setting: int, device: torch.device) -> EvalModel:
-    """``bicubic``, ``default`` (the bundled model), a lightbsr checkpoint, or an ONNX file (lr → sr)."""
+def load_eval_model(
+    spec: str,
+    scale: int,
+    setting: int,
+    device: torch.device,
+    *,
+    backend: str = "onnxruntime",
+    precision: str | None = None,
+) -> EvalModel:
+    """``bicubic``, ``default`` (the bundled model), a lightbsr checkpoint, or an ONNX file (lr → sr).
+
+    ``backend`` runs an ONNX file: ``onnxruntime`` (any graph lr → sr), or ``openvino`` (a lightbsr export,
+    in ``precision`` ``None``/``"fp32"`` or ``"bf16"``). ``precision`` is for ``openvino`` only.
+    """
+    if backend not in ("onnxruntime", "openvino"):
+        raise ConfigError(f"unknown eval backend {backend!r}; choose from onnxruntime, openvino")
+    if precision is not None and backend != "openvino":
+        raise ConfigError("--bf16 is for --backend openvino")
+    if backend == "openvino" and (spec in ("bicubic", "default") or Path(spec).suffix.lower() != ".onnx"):
+        raise ConfigError(f"--backend openvino runs ONNX files; {spec} is not one")
     if spec == "bicubic":
         fn = bicubic_upscale(scale)
         return EvalModel("Bicubic", "bicubic", lambda sigma: fn)
@@ -54,8 +72,22 @@ def load_eval_model(spec: str, scale: int, setting: int, device: torch.device) -
     from lightbsr.runtime.backend import model_kind
 
     if model_kind(path) == "onnxruntime":
-        return _onnx_model(path, scale)
+        return _openvino_model(path, scale, precision) if backend == "openvino" else _onnx_model(path, scale)
     return _checkpoint_model(path, scale, device, spec)
+
+
+def _openvino_model(path: Path, scale: int, precision: str | None) -> EvalModel:
+    """A lightbsr ONNX export on the runtime's openvino backend (the full graph, else the split pair)."""
+    from lightbsr.runtime.backend import load_backend
+
+    backend = load_backend("openvino", path, precision=precision, device="cpu")
+    if backend.scale != scale:
+        raise ConfigError(f"{path} is a ×{backend.scale} model; pass --scale {backend.scale}")
+
+    def upscale(lr: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(backend.forward(lr.detach().cpu().numpy().astype(np.float32)))
+
+    return EvalModel(f"{path} (openvino {backend.describe()['inference_precision']})", "onnx", lambda sigma: upscale)
 
 
 def _checkpoint_model(path: Path, scale: int, device: torch.device, name: str) -> EvalModel:

@@ -1,0 +1,204 @@
+"""OpenVINO backend: the exported ONNX graphs on OpenVINO's CPU plugin (no torch; ``pip install 'lightbsr[openvino]'``).
+
+The same files as the onnxruntime backend (``model.onnx`` with ``model.estimator.onnx`` and
+``model.restorer.onnx`` beside it, the contract's metadata and tensor names checked), run by
+another engine: on Intel CPUs with BF16 instructions (AVX512-BF16, AMX) it is the fastest
+CPU path lightbsr measured (``benchmarks/results/cpu-2core-avx512.md``).
+
+Precision is explicit, never OpenVINO's silent default. OpenVINO computes in BF16 by default
+wherever the CPU has BF16 instructions; this backend pins its *inference precision hint*:
+
+* ``precision=None`` / ``"fp32"``: FP32 (a float16 graph computes in FP32 too);
+* ``"bf16"`` (``--bf16``): BF16, refused on a CPU without BF16 instructions (OpenVINO would
+  quietly compute in FP32 there);
+* an INT8 graph (``lightbsr quantize --int8``, either ``--target``): its Q/DQ pairs become
+  OpenVINO's integer kernels (VNNI/AMX), the layers left in float compute in FP32 (or BF16
+  with ``"bf16"``).
+
+The precision OpenVINO really chose is read back from the compiled model and checked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightbsr import contract
+from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
+from lightbsr.hardware import available_cpus
+from lightbsr.runtime.backend import IDR, Backend, Workload
+
+try:
+    import openvino as ov
+except ImportError as _err:
+    raise ModuleNotFoundError("openvino is not installed (pip install 'lightbsr[openvino]')", name="openvino") from _err
+
+HINTS = {"fp32": "f32", "bf16": "bf16"}
+"""Backend precision → OpenVINO inference precision hint."""
+_OOM_MESSAGES = ("out of memory", "bad_alloc", "bad allocation", "cannot allocate", "failed to allocate")
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def _onnx_header(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """(metadata, {input: type}, [outputs]) of an ONNX file, read without its weights."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({first_line(err)})") from err
+    names = {value: f"tensor({name.lower()})" for name, value in onnx.TensorProto.DataType.items()}
+    names[onnx.TensorProto.FLOAT] = "tensor(float)"
+    names[onnx.TensorProto.FLOAT16] = "tensor(float16)"
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = {
+        i.name: names.get(i.type.tensor_type.elem_type, "?") for i in model.graph.input if i.name not in initializers
+    }
+    return {p.key: p.value for p in model.metadata_props}, inputs, [o.name for o in model.graph.output]
+
+
+class _Graph:
+    """One compiled OpenVINO model with the contract checked."""
+
+    def __init__(self, core: Any, path: Path, graph: str, config: Mapping[str, Any]) -> None:
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        meta, self.inputs, self.outputs = _onnx_header(path)
+        self.family, self.scale = contract.check_metadata(path, graph, meta)
+        contract.check_io(path, graph, self.family, self.inputs, self.outputs)
+        for name, kind in self.inputs.items():
+            if kind not in _NUMPY_TYPES:
+                raise ModelFileError(f"{path}: input {name!r} is {kind}; expected float or float16")
+        self.graph_precision = meta.get(contract.META_PRECISION) or "fp32"
+        self.source = meta.get(contract.META_SOURCE_SHA256, "")
+        self.path = path
+        try:
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", dict(config))
+        except Exception as err:
+            raise ModelFileError(f"{path}: OpenVINO cannot compile it ({first_line(err)})") from err
+        self.computes = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        typed = {
+            name: np.ascontiguousarray(value, dtype=_NUMPY_TYPES[self.inputs[name]]) for name, value in feeds.items()
+        }
+        try:
+            result = self.request.infer(typed)
+        except Exception as err:
+            if isinstance(err, MemoryError):
+                raise
+            raise ModelFileError(f"OpenVINO failed to run {self.path.name} ({first_line(err)})") from err
+        # copies: the request reuses its output buffers on the next call
+        return [np.array(result[self.compiled.output(name)], dtype=np.float32) for name in self.outputs]
+
+
+def cpu_has_bf16(core: Any) -> bool:
+    """Whether OpenVINO's CPU plugin can compute in BF16 on this CPU."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoBackend(Backend):
+    """Split (estimator + restorer) or full lightbsr ONNX graphs on OpenVINO's CPU plugin."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        precision: str | None = None,
+        threads: int | None = None,
+        split: bool = True,
+    ) -> None:
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"the openvino backend runs on the CPU; got --device {device}")
+        if precision not in (None, *HINTS):
+            raise ConfigError(f"the openvino backend computes in {' or '.join(HINTS)}, not {precision}")
+        core = ov.Core()
+        if precision == "bf16" and not cpu_has_bf16(core):
+            raise BackendUnavailableError(
+                "this CPU has no BF16 instructions (AVX512-BF16 or AMX), so OpenVINO would compute in FP32; drop --bf16"
+            )
+        hint = HINTS[precision or "fp32"]
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads or available_cpus()}
+        files = contract.resolve_graphs(model_path)
+        present = files.present() if split else {contract.GRAPH_FULL: files.full}
+        opened = {graph: _Graph(core, path, graph, config) for graph, path in present.items()}
+        self.estimator = opened.get(contract.GRAPH_ESTIMATOR)
+        self.restorer = opened.get(contract.GRAPH_RESTORER)
+        self.full = opened.get(contract.GRAPH_FULL)
+        graphs = list(opened.values())
+        if len({(g.family, g.scale, g.source) for g in graphs}) > 1:
+            raise ModelFileError(f"{files.estimator} and {files.restorer} were not exported from the same model")
+        for graph in graphs:
+            if graph.computes != getattr(ov.Type, hint):
+                raise BackendUnavailableError(
+                    f"OpenVINO chose to compute {graph.path.name} in {graph.computes.get_type_name()}, "
+                    f"not the {hint} asked for"
+                )
+        first = graphs[0]
+        self.family, self.scale, self.paths = first.family, first.scale, [g.path for g in graphs]
+        self.device = "cpu"
+        self.graph_precision = first.graph_precision
+        self.precision = "int8" if first.graph_precision == "int8" else precision or "fp32"
+        self.inference_precision = hint
+
+    @property
+    def can_split(self) -> bool:
+        return self.estimator is not None
+
+    def _require_split(self) -> tuple[_Graph, _Graph]:
+        if self.estimator is None or self.restorer is None:
+            raise ModelFileError(
+                f"{self.paths[0]} has no split graphs beside it ({contract.GRAPH_ESTIMATOR}/{contract.GRAPH_RESTORER}"
+                " .onnx): a shared degradation estimate needs them; re-export the model, or use per-tile estimates"
+            )
+        return self.estimator, self.restorer
+
+    def estimate(self, lr: np.ndarray) -> IDR:
+        estimator, _ = self._require_split()
+        return dict(zip(estimator.outputs, estimator.run({contract.INPUT_LR: lr}), strict=True))
+
+    def restore(self, lr: np.ndarray, idr: IDR) -> np.ndarray:
+        _, restorer = self._require_split()
+        feeds = {contract.INPUT_LR: lr, **{name: idr[name] for name in contract.idr_names(self.family)}}
+        return restorer.run(feeds)[0]
+
+    def forward(self, lr: np.ndarray) -> np.ndarray:
+        if self.full is not None:
+            return self.full.run({contract.INPUT_LR: lr})[0]
+        return super().forward(lr)
+
+    def is_out_of_memory(self, err: BaseException) -> bool:
+        return isinstance(err, MemoryError) or any(m in str(err).lower() for m in _OOM_MESSAGES)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "openvino": ov.get_version(),
+            "inference_precision": self.inference_precision,
+            "graph_precision": self.graph_precision,
+            "graphs": [str(p) for p in self.paths],
+        }
+
+
+def load(
+    model_path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    split: bool = True,
+    workload: Workload | None = None,
+    **options: Any,
+) -> OpenVinoBackend:
+    """An OpenVINO backend for ``model.onnx`` (split graphs beside it preferred, unless ``split=False``)."""
+    if options:
+        raise ConfigError(f"unknown openvino backend option(s) {', '.join(sorted(options))}; known: threads, split")
+    return OpenVinoBackend(model_path, device=device, precision=precision, threads=threads, split=split)
