@@ -38,8 +38,8 @@ Neither flag: both (latency only for a checkpoint or an architecture).
   on each FP32 --onnx file: ort-cpu-spin (idle threads spin), ort-cpu-extended (no NCHWc layout
   transform), ort-cpu-basic, ort-cpu-no-arena; openvino-cpu (OpenVINO's CPU plugin, pip install
   openvino; pinned to FP32 on FP32 files, and on INT8 files its integer kernels) and openvino-cpu-bf16
-  (BF16, where the CPU has BF16 instructions). An INT8 file's target name ends with its INT8 target:
-  ort-cpu-int8-cpu, ort-cpu-int8-tensorrt, openvino-cpu-int8-tensorrt.
+  (BF16 for what is not INT8, where the CPU has BF16 instructions). An INT8 file's target name ends
+  with its INT8 target: ort-cpu-int8-cpu, ort-cpu-int8-tensorrt, openvino-cpu-bf16-int8-tensorrt.
 
 Roofline (with --latency, unless --no-roofline): the machine's achievable peak, measured in the
 same run with the same threads: FP32 GEMMs (torch.mm, ONNX Runtime MatMul) and INT8 GEMMs (ONNX

@@ -63,7 +63,8 @@ OPENVINO_VARIANTS: dict[str, str] = {"openvino-cpu": "fp32", "openvino-cpu-bf16"
 """OpenVINO's CPU plugin (the openvino backend, ``pip install 'lightbsr[openvino]'``): target kind → the precision
 it computes in. ``openvino-cpu`` is FP32 on FP32 files (the backend pins it: OpenVINO's own default on a CPU with BF16
 instructions is BF16) and also runs INT8 files (their Q/DQ pairs as integer kernels, the rest FP32);
-``openvino-cpu-bf16`` is BF16 on FP32 files, skipped on a CPU without BF16 instructions."""
+``openvino-cpu-bf16`` computes in BF16 what is not INT8 (all of an FP32 file: ``openvino-cpu-bf16``; the float layers
+of an INT8 file: ``openvino-cpu-bf16-int8-cpu``), skipped on a CPU without BF16 instructions."""
 OPENVINO_BF16_ISA = ("avx512_bf16", "amx_bf16")
 SIZE_ALIASES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
@@ -277,10 +278,10 @@ def onnx_targets(
         for kind in kinds:
             if kind in OPENVINO_VARIANTS:
                 computes = OPENVINO_VARIANTS[kind]
-                if precision not in ("fp32", "int8") or (computes == "bf16" and precision != "fp32"):
+                if precision not in ("fp32", "int8"):
                     continue
-                name = kind if computes == "bf16" else f"{kind}-{label}"
-                target = Target(name, "openvino", "bf16" if computes == "bf16" else precision, "cpu")
+                name = kind if computes == "bf16" and precision == "fp32" else f"{kind}-{label}"
+                target = Target(name, "openvino", "int8" if precision == "int8" else computes, "cpu")
                 target.model_file = str(path)
                 if importlib.util.find_spec("openvino") is None:
                     target.skip_reason = "OpenVINO is not installed (pip install 'lightbsr[openvino]')"

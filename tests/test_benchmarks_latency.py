@@ -219,6 +219,7 @@ def test_openvino_targets_compute_in_the_precision_their_names_say(
         "openvino-cpu-fp32": "fp32",
         "openvino-cpu-bf16": "bf16",
         "openvino-cpu-int8-cpu": "int8",
+        "openvino-cpu-bf16-int8-cpu": "int8",  # the float layers of the INT8 file in BF16
     }
     for name in sorted(targets):
         assert not targets[name].skip_reason and targets[name].backend == "openvino"
@@ -226,6 +227,7 @@ def test_openvino_targets_compute_in_the_precision_their_names_say(
     tiny_name = Path(onnx_path).name
     assert opened == [
         ("openvino", tiny_name, "bf16", False, 2),
+        ("openvino", "int8.onnx", "bf16", False, 2),
         ("openvino", tiny_name, None, False, 2),  # None: the backend pins FP32
         ("openvino", "int8.onnx", None, False, 2),
     ]

@@ -9,7 +9,8 @@
 #    and --target cpu, calibrated on training images ($CALIB, default ../shared/datasets/train/SunHays80; never on
 #    benchmark images);
 # 3. with trained weights and $SET5 present: `lightbsr eval` of the FP32, INT8-cpu and INT8-tensorrt graphs on Set5,
-#    σ = 1.2 (the papers' protocol);
+#    σ = 1.2 (the papers' protocol), on ONNX Runtime and, where OpenVINO is installed, on the openvino backend (and
+#    in BF16 there, on a CPU with BF16);
 # 4. `lightbsr bench`: roofline (GEMM peaks), latency of every target at $SIZES with GFLOP/s and % of peak, ONNX
 #    Runtime's time by operator type, tiling throughput at $TILING_SIZE, an upscale under load; writes
 #    $OUT/$NAME.json, .md and .png.
@@ -89,6 +90,25 @@ if [ "$TRAINED" = 1 ] && [ -d "$SET5" ]; then
         fi
         EVALS+=("$WORK/eval-$model.json")
     done
+    # the same graphs on the openvino backend, where OpenVINO is installed: as they are (FP32; INT8 with FP32 float
+    # layers), and on a CPU with BF16 with --bf16 (what is not INT8 in BF16)
+    if python -c "import openvino" 2>/dev/null; then
+        BF16=$(python -c "import openvino as ov; print(int('BF16' in ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')))")
+        runs=("model" "model.int8-cpu" "model.int8-tensorrt")
+        [ "$BF16" = 1 ] && runs+=("model --bf16" "model.int8-cpu --bf16" "model.int8-tensorrt --bf16")
+        for run in "${runs[@]}"; do
+            model=${run%% *}
+            flags=${run#"$model"}
+            out="$WORK/eval-$model.openvino${flags// /}.json"
+            if [ ! -f "$out" ] || [ "$WORK/$model.onnx" -nt "$out" ]; then
+                # shellcheck disable=SC2086
+                lightbsr eval "$WORK/$model.onnx" --backend openvino $flags --dataset "$SET5" --sigma 1.2 --json \
+                    --no-progress > "$out.partial"
+                mv "$out.partial" "$out"
+            fi
+            EVALS+=("$out")
+        done
+    fi
 fi
 
 # 4. one bench run: everything measured in the same process, on the same machine state
