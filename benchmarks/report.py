@@ -313,8 +313,9 @@ def plot(document: dict[str, Any], path: str | os.PathLike[str]) -> None:
     targets = list(dict.fromkeys(r["target"] for r in rows))
     sizes = list(dict.fromkeys(f"{r['height']}×{r['width']}" for r in rows))
     batch = min(r["batch"] for r in rows)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.18 * ((len(targets) + 2) // 3)))
     width = 0.8 / max(1, len(targets))
+    colors = plt.get_cmap("tab20" if len(targets) > 10 else "tab10").colors  # type: ignore[attr-defined]
     for i, target in enumerate(targets):
         values = []
         for size in sizes:
@@ -324,11 +325,11 @@ def plot(document: dict[str, Any], path: str | os.PathLike[str]) -> None:
                 if r["target"] == target and f"{r['height']}×{r['width']}" == size and r["batch"] == batch
             ]
             values.append(match[0]["output_mp_per_s"] if match else 0.0)
-        left.bar([x + i * width for x in range(len(sizes))], values, width, label=target)
+        left.bar([x + i * width for x in range(len(sizes))], values, width, label=target, color=colors[i % len(colors)])
     left.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(sizes))], sizes)
     left.set_xlabel("LR size")
     left.set_ylabel(f"output MP/s (batch {batch}, median)")
-    left.legend(fontsize=8)
+    left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.14), ncol=3, frameon=False)  # below: no bar hidden
     left.grid(axis="y", alpha=0.3)
     accuracy: dict[str, float] = {}
     for r in rows:

@@ -177,6 +177,23 @@ def test_eval_runs_an_export_on_openvino(tmp_path: Path, capsys: pytest.CaptureF
     assert not bf16 or abs(scores["--backend openvino --bf16"] - scores[""]) < 0.5  # no BF16 CPU: no BF16 row
 
 
+@needs_openvino
+def test_openvino_runs_without_torch(exported: dict[str, Path]) -> None:
+    code = f"""
+import sys
+sys.modules["torch"] = None
+import numpy as np
+from lightbsr.runtime import Upscaler
+up = Upscaler({str(exported["onnx"])!r}, backend="openvino", tile=8, tile_overlap=4)
+out = up.upscale_lr(np.random.default_rng(0).random((3, 12, 10), dtype=np.float32))
+assert out.shape == (3, 48, 40) and sys.modules["torch"] is None
+print(up.backend.name, up.last_run.tiles)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["openvino", "4"]
+
+
 def test_without_openvino_the_backend_is_a_clear_error(exported: dict[str, Path]) -> None:
     code = f"""
 import sys
