@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -155,6 +155,72 @@ class Backend(abc.ABC):
             "device": self.device,
             "precision": self.precision,
         }
+
+
+class Graph(Protocol):
+    """One loaded ONNX graph of a graph-running backend (ONNX Runtime, OpenVINO), its contract checked."""
+
+    path: Path
+    family: str
+    scale: int
+    source: str
+    """The ``lightbsr.source_sha256`` metadata: which checkpoint the graph was exported from."""
+    outputs: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs (float32, in :attr:`outputs` order) for these inputs."""
+        ...
+
+
+class GraphBackend(Backend):
+    """A backend running exported graphs: the split pair (estimator + restorer), or the full graph alone.
+
+    Subclasses open the graphs and call :meth:`_set_graphs`; estimating, restoring and the checks are here.
+    """
+
+    estimator: Graph | None
+    restorer: Graph | None
+    full: Graph | None
+    paths: list[Path]
+
+    def _set_graphs(self, opened: dict[str, Any], files: contract.ModelGraphs) -> None:
+        """Keep the opened graphs (by :mod:`contract` graph name), once they agree on the model they come from."""
+        self.estimator = opened.get(contract.GRAPH_ESTIMATOR)
+        self.restorer = opened.get(contract.GRAPH_RESTORER)
+        self.full = opened.get(contract.GRAPH_FULL)
+        graphs: list[Graph] = list(opened.values())
+        if len({(g.family, g.scale, g.source) for g in graphs}) > 1:
+            raise ModelFileError(f"{files.estimator} and {files.restorer} were not exported from the same model")
+        self.family, self.scale, self.paths = graphs[0].family, graphs[0].scale, [g.path for g in graphs]
+
+    @property
+    def can_split(self) -> bool:
+        return self.estimator is not None
+
+    def _require_split(self) -> tuple[Graph, Graph]:
+        if self.estimator is None or self.restorer is None:
+            raise ModelFileError(
+                f"{self.paths[0]} has no split graphs beside it ({contract.GRAPH_ESTIMATOR}/{contract.GRAPH_RESTORER}"
+                " .onnx): a shared degradation estimate needs them; re-export the model, or use per-tile estimates"
+            )
+        return self.estimator, self.restorer
+
+    def estimate(self, lr: np.ndarray) -> IDR:
+        estimator, _ = self._require_split()
+        return dict(zip(estimator.outputs, estimator.run({contract.INPUT_LR: lr}), strict=True))
+
+    def restore(self, lr: np.ndarray, idr: IDR) -> np.ndarray:
+        _, restorer = self._require_split()
+        feeds = {contract.INPUT_LR: lr, **{name: idr[name] for name in contract.idr_names(self.family)}}
+        return restorer.run(feeds)[0]
+
+    def forward(self, lr: np.ndarray) -> np.ndarray:
+        if self.full is not None:
+            return self.full.run({contract.INPUT_LR: lr})[0]
+        return super().forward(lr)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "graphs": [str(p) for p in self.paths]}
 
 
 def model_kind(model_path: str | os.PathLike[str]) -> str | None:

@@ -40,7 +40,7 @@ import numpy as np
 from lightbsr import contract, cuda
 from lightbsr.errors import BackendUnavailableError, ConfigError, LightBSRWarning, ModelFileError, first_line
 from lightbsr.hardware import ORT_SPINNING, available_cpus
-from lightbsr.runtime.backend import IDR, Backend, Workload
+from lightbsr.runtime.backend import GraphBackend, Workload
 
 try:
     import onnxruntime as ort
@@ -212,7 +212,7 @@ class _Graph:
         return run(self.session, typed, self.outputs)
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(GraphBackend):
     """Split (estimator + restorer) or full lightbsr ONNX graphs on ONNX Runtime."""
 
     name = "onnxruntime"
@@ -235,14 +235,8 @@ class OnnxRuntimeBackend(Backend):
         present = files.present() if split else {contract.GRAPH_FULL: files.full}
         options = dict(session_options or {})
         opened = {graph: _Graph(path, graph, chosen, threads, options) for graph, path in present.items()}
-        self.estimator = opened.get(contract.GRAPH_ESTIMATOR)
-        self.restorer = opened.get(contract.GRAPH_RESTORER)
-        self.full = opened.get(contract.GRAPH_FULL)
-        graphs = list(opened.values())
-        if len({(g.family, g.scale, g.source) for g in graphs}) > 1:
-            raise ModelFileError(f"{files.estimator} and {files.restorer} were not exported from the same model")
-        first = graphs[0]
-        self.family, self.scale, self.paths = first.family, first.scale, [g.path for g in graphs]
+        self._set_graphs(opened, files)
+        first = next(iter(opened.values()))
         self.providers = list(first.session.get_providers())
         self.device = _check_fallback(first.session, chosen, explicit=providers is not None)
         _check_int8_target(first, self.providers[0])
@@ -257,32 +251,6 @@ class OnnxRuntimeBackend(Backend):
                 f"precision (export an {precision} graph, or use the TensorRT execution provider for fp16)"
             )
 
-    @property
-    def can_split(self) -> bool:
-        return self.estimator is not None
-
-    def _require_split(self) -> tuple[_Graph, _Graph]:
-        if self.estimator is None or self.restorer is None:
-            raise ModelFileError(
-                f"{self.paths[0]} has no split graphs beside it ({contract.GRAPH_ESTIMATOR}/{contract.GRAPH_RESTORER}"
-                " .onnx): a shared degradation estimate needs them; re-export the model, or use per-tile estimates"
-            )
-        return self.estimator, self.restorer
-
-    def estimate(self, lr: np.ndarray) -> IDR:
-        estimator, _ = self._require_split()
-        return dict(zip(estimator.outputs, estimator.run({contract.INPUT_LR: lr}), strict=True))
-
-    def restore(self, lr: np.ndarray, idr: IDR) -> np.ndarray:
-        _, restorer = self._require_split()
-        feeds = {contract.INPUT_LR: lr, **{name: idr[name] for name in contract.idr_names(self.family)}}
-        return restorer.run(feeds)[0]
-
-    def forward(self, lr: np.ndarray) -> np.ndarray:
-        if self.full is not None:
-            return self.full.run({contract.INPUT_LR: lr})[0]
-        return super().forward(lr)
-
     def free_memory(self) -> int | None:
         if self.device_kind == "cuda":
             _, _, index = self.device.partition(":")
@@ -293,7 +261,7 @@ class OnnxRuntimeBackend(Backend):
         return isinstance(err, MemoryError) or any(m in str(err).lower() for m in _OOM_MESSAGES)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "providers": self.providers, "graphs": [str(p) for p in self.paths]}
+        return {**super().describe(), "providers": self.providers}
 
 
 def _provider_name(provider: Any) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from lightbsr import contract
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
 from lightbsr.hardware import available_cpus
-from lightbsr.runtime.backend import IDR, Backend, Workload
+from lightbsr.runtime.backend import GraphBackend, Workload
 
 try:
     import openvino as ov
@@ -102,7 +102,7 @@ def cpu_has_bf16(core: Any) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(GraphBackend):
     """Split (estimator + restorer) or full lightbsr ONNX graphs on OpenVINO's CPU plugin."""
 
     name = "openvino"
@@ -130,50 +130,18 @@ class OpenVinoBackend(Backend):
         files = contract.resolve_graphs(model_path)
         present = files.present() if split else {contract.GRAPH_FULL: files.full}
         opened = {graph: _Graph(core, path, graph, config) for graph, path in present.items()}
-        self.estimator = opened.get(contract.GRAPH_ESTIMATOR)
-        self.restorer = opened.get(contract.GRAPH_RESTORER)
-        self.full = opened.get(contract.GRAPH_FULL)
-        graphs = list(opened.values())
-        if len({(g.family, g.scale, g.source) for g in graphs}) > 1:
-            raise ModelFileError(f"{files.estimator} and {files.restorer} were not exported from the same model")
-        for graph in graphs:
+        self._set_graphs(opened, files)
+        first = next(iter(opened.values()))
+        for graph in opened.values():
             if graph.computes != getattr(ov.Type, hint):
                 raise BackendUnavailableError(
                     f"OpenVINO chose to compute {graph.path.name} in {graph.computes.get_type_name()}, "
                     f"not the {hint} asked for"
                 )
-        first = graphs[0]
-        self.family, self.scale, self.paths = first.family, first.scale, [g.path for g in graphs]
         self.device = "cpu"
         self.graph_precision = first.graph_precision
         self.precision = "int8" if first.graph_precision == "int8" else precision or "fp32"
         self.inference_precision = hint
-
-    @property
-    def can_split(self) -> bool:
-        return self.estimator is not None
-
-    def _require_split(self) -> tuple[_Graph, _Graph]:
-        if self.estimator is None or self.restorer is None:
-            raise ModelFileError(
-                f"{self.paths[0]} has no split graphs beside it ({contract.GRAPH_ESTIMATOR}/{contract.GRAPH_RESTORER}"
-                " .onnx): a shared degradation estimate needs them; re-export the model, or use per-tile estimates"
-            )
-        return self.estimator, self.restorer
-
-    def estimate(self, lr: np.ndarray) -> IDR:
-        estimator, _ = self._require_split()
-        return dict(zip(estimator.outputs, estimator.run({contract.INPUT_LR: lr}), strict=True))
-
-    def restore(self, lr: np.ndarray, idr: IDR) -> np.ndarray:
-        _, restorer = self._require_split()
-        feeds = {contract.INPUT_LR: lr, **{name: idr[name] for name in contract.idr_names(self.family)}}
-        return restorer.run(feeds)[0]
-
-    def forward(self, lr: np.ndarray) -> np.ndarray:
-        if self.full is not None:
-            return self.full.run({contract.INPUT_LR: lr})[0]
-        return super().forward(lr)
 
     def is_out_of_memory(self, err: BaseException) -> bool:
         return isinstance(err, MemoryError) or any(m in str(err).lower() for m in _OOM_MESSAGES)
@@ -184,7 +152,6 @@ class OpenVinoBackend(Backend):
             "openvino": ov.get_version(),
             "inference_precision": self.inference_precision,
             "graph_precision": self.graph_precision,
-            "graphs": [str(p) for p in self.paths],
         }
 
 
