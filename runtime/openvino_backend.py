@@ -20,8 +20,10 @@ The precision OpenVINO really chose is read back from the compiled model and che
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,43 @@ HINTS = {"fp32": "f32", "bf16": "bf16"}
 """Backend precision → OpenVINO inference precision hint."""
 _OOM_MESSAGES = ("out of memory", "bad_alloc", "bad allocation", "cannot allocate", "failed to allocate")
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def _same_signal_stack() -> Iterator[None]:
+    """Leave the calling thread's alternate signal stack as it was (Linux; elsewhere nothing to do).
+
+    OpenVINO's CPU plugin (2026.4, on a CPU with AMX) gives the thread that compiles a model an alternate signal stack
+    of its own, and puts back the one it found when that model is freed. Two models freed in the order they were
+    compiled leave the thread on the freed stack of the first, and the next signal the process gets (Ctrl-C, SIGTERM)
+    kills it with a segmentation fault. Python handles signals on the thread's own stack, so the stack OpenVINO
+    installed is taken back right after compiling.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        sigaltstack = libc.sigaltstack
+    except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc
+        yield
+        return
+    before = _StackT()
+    if sigaltstack(None, ctypes.byref(before)) != 0:  # pragma: no cover - cannot read it: leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        now = _StackT()
+        if sigaltstack(None, ctypes.byref(now)) == 0 and (now.ss_sp, now.ss_flags) != (before.ss_sp, before.ss_flags):
+            if before.ss_flags & _SS_DISABLE:
+                before = _StackT(None, _SS_DISABLE, 0)
+            sigaltstack(ctypes.byref(before), None)
+
+
+_SS_DISABLE = 2  # <signal.h>
 
 
 def _onnx_header(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
@@ -76,12 +115,13 @@ class _Graph:
         self.graph_precision = meta.get(contract.META_PRECISION) or "fp32"
         self.source = meta.get(contract.META_SOURCE_SHA256, "")
         self.path = path
-        try:
-            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", dict(config))
-        except Exception as err:
-            raise ModelFileError(f"{path}: OpenVINO cannot compile it ({first_line(err)})") from err
-        self.computes = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.request = self.compiled.create_infer_request()
+        with _same_signal_stack():
+            try:
+                self.compiled = core.compile_model(core.read_model(str(path)), "CPU", dict(config))
+            except Exception as err:
+                raise ModelFileError(f"{path}: OpenVINO cannot compile it ({first_line(err)})") from err
+            self.computes = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.request = self.compiled.create_infer_request()
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         typed = {

@@ -194,6 +194,36 @@ print(up.backend.name, up.last_run.tiles)
     assert result.stdout.split() == ["openvino", "4"]
 
 
+@needs_openvino
+def test_signals_after_backends_are_freed_in_the_order_they_were_made(exported: dict[str, Path]) -> None:
+    """OpenVINO's CPU plugin (2026.4, AMX CPUs) swaps the thread's signal stack per compiled model, and restores it
+    LIFO: freeing two backends first-in-first-out left the thread on a freed stack, and the next SIGTERM or Ctrl-C
+    was a segmentation fault (seen in CI). The backend keeps the thread's signal stack as it was."""
+    code = f"""
+import ctypes, gc, os, signal
+from lightbsr.runtime import Upscaler
+from lightbsr.runtime.openvino_backend import _StackT
+def stack():
+    now = _StackT()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(now)) == 0
+    return now.ss_sp, now.ss_flags
+before = stack()
+first = Upscaler({str(exported["onnx"])!r}, backend="openvino")
+second = Upscaler({str(exported["onnx"])!r}, backend="openvino", split=False)
+assert stack() == before, (stack(), before)
+del first
+gc.collect()
+del second
+gc.collect()
+signal.signal(signal.SIGTERM, lambda signum, frame: print("handled"))
+os.kill(os.getpid(), signal.SIGTERM)
+print("alive")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.split() == ["handled", "alive"]
+
+
 def test_without_openvino_the_backend_is_a_clear_error(exported: dict[str, Path]) -> None:
     code = f"""
 import sys
