@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -155,6 +155,27 @@ class Backend(abc.ABC):
             "device": self.device,
             "precision": self.precision,
         }
+
+
+GRAPH_INPUT_TYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+"""ONNX input type → the numpy type fed to it: the exported graphs take float32 or float16 tensors."""
+
+
+def check_graph(
+    path: Path, graph: str, meta: Mapping[str, str], inputs: Mapping[str, str], outputs: Collection[str]
+) -> tuple[str, int]:
+    """(family, scale) of an ONNX ``graph`` file from its metadata, tensors and input types (ModelFileError if not)."""
+    family, scale = contract.check_metadata(path, graph, meta)
+    contract.check_io(path, graph, family, inputs, outputs)
+    for name, kind in inputs.items():
+        if kind not in GRAPH_INPUT_TYPES:
+            raise ModelFileError(f"{path}: input {name!r} is {kind}; expected float or float16")
+    return family, scale
+
+
+def typed_feeds(feeds: Mapping[str, np.ndarray], inputs: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """``feeds`` as contiguous arrays of the types the graph's ``inputs`` ({name: ONNX type}) take."""
+    return {name: np.ascontiguousarray(value, dtype=GRAPH_INPUT_TYPES[inputs[name]]) for name, value in feeds.items()}
 
 
 class Graph(Protocol):

@@ -40,7 +40,7 @@ import numpy as np
 from lightbsr import contract, cuda
 from lightbsr.errors import BackendUnavailableError, ConfigError, LightBSRWarning, ModelFileError, first_line
 from lightbsr.hardware import ORT_SPINNING, available_cpus
-from lightbsr.runtime.backend import GraphBackend, Workload
+from lightbsr.runtime.backend import GraphBackend, Workload, check_graph, typed_feeds
 
 try:
     import onnxruntime as ort
@@ -51,7 +51,6 @@ TRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
 _OOM_MESSAGES = ("failed to allocate memory", "out of memory", "bad_alloc", "bad allocation", "alloc_failed")
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -191,25 +190,18 @@ class _Graph:
         self.session = session(path, providers=providers, threads=threads, **options)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.int8_target = contract.int8_target(meta)
-        self.family, self.scale = contract.check_metadata(path, graph, meta)
         self.source = meta.get(contract.META_SOURCE_SHA256, "")
         self.path = path
         self.inputs = {i.name: i.type for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
-        contract.check_io(path, graph, self.family, self.inputs, self.outputs)
-        for name, kind in self.inputs.items():
-            if kind not in _NUMPY_TYPES:
-                raise ModelFileError(f"{path}: input {name!r} is {kind}; expected float or float16")
+        self.family, self.scale = check_graph(path, graph, meta, self.inputs, self.outputs)
 
     @property
     def precision(self) -> str:
         return "fp16" if self.inputs[contract.INPUT_LR] == "tensor(float16)" else "fp32"
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        typed = {
-            name: np.ascontiguousarray(value, dtype=_NUMPY_TYPES[self.inputs[name]]) for name, value in feeds.items()
-        }
-        return run(self.session, typed, self.outputs)
+        return run(self.session, typed_feeds(feeds, self.inputs), self.outputs)
 
 
 class OnnxRuntimeBackend(GraphBackend):

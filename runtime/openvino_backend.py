@@ -32,7 +32,7 @@ import numpy as np
 from lightbsr import contract
 from lightbsr.errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
 from lightbsr.hardware import available_cpus
-from lightbsr.runtime.backend import GraphBackend, Workload
+from lightbsr.runtime.backend import GraphBackend, Workload, check_graph, typed_feeds
 
 try:
     import openvino as ov
@@ -42,7 +42,9 @@ except ImportError as _err:
 HINTS = {"fp32": "f32", "bf16": "bf16"}
 """Backend precision → OpenVINO inference precision hint."""
 _OOM_MESSAGES = ("out of memory", "bad_alloc", "bad allocation", "cannot allocate", "failed to allocate")
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+_SS_DISABLE = 2  # <signal.h>
 
 
 class _StackT(ctypes.Structure):
@@ -79,9 +81,6 @@ def _same_signal_stack() -> Iterator[None]:
             sigaltstack(ctypes.byref(before), None)
 
 
-_SS_DISABLE = 2  # <signal.h>
-
-
 def _onnx_header(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """(metadata, {input: type}, [outputs]) of an ONNX file, read without its weights."""
     import onnx
@@ -107,11 +106,7 @@ class _Graph:
         if not path.is_file():
             raise ModelFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
         meta, self.inputs, self.outputs = _onnx_header(path)
-        self.family, self.scale = contract.check_metadata(path, graph, meta)
-        contract.check_io(path, graph, self.family, self.inputs, self.outputs)
-        for name, kind in self.inputs.items():
-            if kind not in _NUMPY_TYPES:
-                raise ModelFileError(f"{path}: input {name!r} is {kind}; expected float or float16")
+        self.family, self.scale = check_graph(path, graph, meta, self.inputs, self.outputs)
         self.graph_precision = meta.get(contract.META_PRECISION) or "fp32"
         self.source = meta.get(contract.META_SOURCE_SHA256, "")
         self.path = path
@@ -124,11 +119,8 @@ class _Graph:
             self.request = self.compiled.create_infer_request()
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        typed = {
-            name: np.ascontiguousarray(value, dtype=_NUMPY_TYPES[self.inputs[name]]) for name, value in feeds.items()
-        }
         try:
-            result = self.request.infer(typed)
+            result = self.request.infer(typed_feeds(feeds, self.inputs))
         except Exception as err:
             if isinstance(err, MemoryError):
                 raise

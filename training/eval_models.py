@@ -55,7 +55,7 @@ def load_eval_model(
         raise ConfigError(f"unknown eval backend {backend!r}; choose from onnxruntime, openvino")
     if precision is not None and backend != "openvino":
         raise ConfigError("--bf16 is for --backend openvino")
-    if backend == "openvino" and (spec in ("bicubic", "default") or Path(spec).suffix.lower() != ".onnx"):
+    if backend == "openvino" and Path(spec).suffix.lower() != ".onnx":  # not bicubic, default or a checkpoint
         raise ConfigError(f"--backend openvino runs ONNX files; {spec} is not one")
     if spec == "bicubic":
         fn = bicubic_upscale(scale)

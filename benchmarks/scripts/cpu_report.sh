@@ -93,7 +93,7 @@ if [ "$TRAINED" = 1 ] && [ -d "$SET5" ]; then
     # the same graphs on the openvino backend, where OpenVINO is installed: as they are (FP32; INT8 with FP32 float
     # layers), and on a CPU with BF16 with --bf16 (what is not INT8 in BF16)
     if python -c "import openvino" 2>/dev/null; then
-        BF16=$(python -c "import openvino as ov; print(int('BF16' in ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')))")
+        BF16=$(python -c "from lightbsr.runtime.openvino_backend import cpu_has_bf16, ov; print(int(cpu_has_bf16(ov.Core())))")
         runs=("model" "model.int8-cpu" "model.int8-tensorrt")
         [ "$BF16" = 1 ] && runs+=("model --bf16" "model.int8-cpu --bf16" "model.int8-tensorrt --bf16")
         for run in "${runs[@]}"; do
